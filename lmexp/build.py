@@ -1,0 +1,143 @@
+"""Turn a composed config into the objects of a run. Shared by training and evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from lmexp.config import choice
+from lmexp.data.datamodule import LMDataModule
+from lmexp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_or_explain(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """`instantiate`, with a constructor's complaint turned into a one-line error naming the key."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"{key}: {message}") from None
+
+
+def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None) -> LMDataModule:
+    extra = get_class(cfg.objective._target_).extra_tokens
+    return LMDataModule(
+        source=instantiate_or_explain(cfg.data.source, "data"),
+        tokenizer=tokenizer_cfg if tokenizer_cfg is not None else cfg.tokenizer,
+        block_size=cfg.data.block_size + extra,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.get("eval_batch_size"),
+        num_workers=cfg.data.get("num_workers", 0),
+        num_proc=cfg.data.get("num_proc"),
+        cache_dir=cfg.paths.get("cache_dir"),
+    )
+
+
+def build_model(cfg: DictConfig, tokenizer) -> nn.Module:
+    vocab = len(tokenizer)
+    wanted = cfg.model.get("vocab_size")
+    if wanted is not None and wanted < vocab:
+        raise ConfigError(
+            f"model.vocab_size={wanted} is smaller than the tokenizer's vocabulary ({vocab} tokens, "
+            f"tokenizer={choice(cfg, 'tokenizer')}); set model.vocab_size=null or >= {vocab}"
+        )
+    kwargs: dict[str, Any] = {"vocab_size": wanted or vocab}
+    if "pad_token_id" in cfg.model and cfg.model.pad_token_id is None:
+        kwargs["pad_token_id"] = tokenizer.pad_token_id
+    return instantiate_or_explain(cfg.model, "model", **kwargs)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None,
+                  group: str | None = None, name: str | None = None) -> list:
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        if key == "wandb":
+            loggers.append(build_wandb_logger(cfg, node, run_dir, wandb_id, group, name))
+        else:
+            loggers.append(instantiate_or_explain(node, f"logger.{key}"))
+    return loggers
+
+
+def build_wandb_logger(cfg: DictConfig, node: DictConfig, run_dir: Path, wandb_id: str | None,
+                       group: str | None, name: str | None):
+    from pytorch_lightning.loggers import WandbLogger
+
+    options = OmegaConf.to_container(node, resolve=True)
+    options.pop("_target_")
+    offline = options.pop("offline", True)
+    if not offline and not os.environ.get("WANDB_API_KEY") and not _wandb_logged_in():
+        # Decided before init: online mode without credentials would prompt or retry for minutes.
+        log.warning("logger.wandb.offline=false but no W&B credentials (WANDB_API_KEY or `wandb login`): logging offline")
+        offline = True
+    os.environ.setdefault("WANDB_SILENT", "true")
+    options["name"] = options.get("name") or name or run_dir.name
+    options["group"] = options.get("group") or group
+    options["job_type"] = options.get("job_type") or choice(cfg, "objective")
+    options["tags"] = list(options.get("tags") or [])
+    if wandb_id:
+        options.update(id=wandb_id, resume="allow")
+    (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    return WandbLogger(offline=offline, **options)
+
+
+def _wandb_logged_in() -> bool:
+    try:
+        import wandb
+
+        return bool(wandb.Api().api_key)
+    except Exception:  # no netrc, no settings: not logged in
+        return False
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [
+        instantiate_or_explain(node, f"callbacks.{key}")
+        for key, node in (cfg.get("callbacks") or {}).items()
+        if node is not None
+    ]
+
+
+def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) -> pl.Trainer:
+    return instantiate_or_explain(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a checkpoint fully; anything unreadable is a one-line error, never a fresh start."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"ckpt_path={path}: not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def tokenizer_files(directory: Path) -> dict[str, str]:
+    """The saved tokenizer's (small, text) files, stored in checkpoints so one file is enough."""
+    return {f.name: f.read_text() for f in sorted(directory.iterdir()) if f.is_file()}
+
+
+def restore_tokenizer(files: dict[str, str], directory: Path):
+    from transformers import AutoTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for filename, content in files.items():
+        (directory / filename).write_text(content)
+    return AutoTokenizer.from_pretrained(str(directory))

@@ -1,0 +1,41 @@
+"""Turn tokenized documents into fixed-length training blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def pack_into_blocks(token_stream: np.ndarray, block_size: int) -> np.ndarray:
+    """Cut one long token stream into rows of `block_size`, dropping the ragged tail.
+
+    Documents are concatenated (each ended by EOS) before this, as in Hugging Face's
+    `group_texts`: no padding, every position is a real prediction target.
+    """
+    n_blocks = len(token_stream) // block_size
+    return token_stream[: n_blocks * block_size].reshape(n_blocks, block_size)
+
+
+def smallest_dtype(vocab_size: int) -> np.dtype:
+    """uint16 halves memory and cache size for vocabularies below 65536."""
+    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32)
+
+
+class TokenBlocks(torch.utils.data.Dataset):
+    """Rows of a [N, block_size] array, fetched a whole batch at a time.
+
+    `__getitems__` lets the DataLoader take a batch with one fancy index instead of
+    B single-row lookups, which matters for small, fast models.
+    """
+
+    def __init__(self, blocks: np.ndarray) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.blocks[index].astype(np.int64))
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return torch.from_numpy(self.blocks[np.asarray(indices)].astype(np.int64))

@@ -1,0 +1,149 @@
+"""Tokenizer construction for lmexp experiments.
+
+Every kind is returned as a `transformers.PreTrainedTokenizerFast`, so runs can be
+saved with `save_pretrained` and reloaded with `AutoTokenizer.from_pretrained`.
+No post-processor adds special tokens: callers encode with
+`add_special_tokens=False` and insert the ids they need themselves.
+"""
+
+from collections.abc import Iterable, Iterator
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+KINDS = ("byte", "char", "bpe", "wordpiece", "pretrained")
+
+# Fixed order so the ids are the same for every trained kind: <pad>=0, <unk>=1, ...
+PAD, UNK, EOS, MASK, CLS, SEP = "<pad>", "<unk>", "<eos>", "<mask>", "<cls>", "<sep>"
+SPECIAL_TOKENS = [PAD, UNK, EOS, MASK, CLS, SEP]
+
+# Batches for train_from_iterator: lets the Rust side parallelise without one giant string.
+TRAIN_BATCH_SIZE = 1000
+
+
+def build_tokenizer(
+    kind: str,
+    texts: Iterable[str] | None = None,
+    vocab_size: int | None = None,
+    min_frequency: int = 2,
+    lowercase: bool = False,
+    name_or_path: str | None = None,
+) -> PreTrainedTokenizerFast:
+    """Build (and, for bpe/wordpiece/char, train on `texts`) a tokenizer of the given kind."""
+    if kind not in KINDS:
+        raise ValueError(f"tokenizer.kind={kind!r} is unknown; valid kinds: {', '.join(KINDS)}")
+    if kind == "pretrained":
+        return _pretrained(name_or_path)
+    if kind == "byte":
+        return _wrap(_byte_tokenizer())
+    if texts is None:
+        raise ValueError(f"texts (the training documents) must be given for tokenizer.kind={kind}")
+    if kind == "char":
+        return _wrap(_char_tokenizer(texts))
+    if vocab_size is None:
+        raise ValueError(f"tokenizer.vocab_size must be set for kind={kind}")
+    if kind == "bpe":
+        return _wrap(_bpe_tokenizer(texts, vocab_size, min_frequency))
+    return _wrap(_wordpiece_tokenizer(texts, vocab_size, min_frequency, lowercase))
+
+
+def _byte_tokenizer() -> Tokenizer:
+    # A BPE model without merges over the 256 byte-level symbols: every byte is its own token.
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    # The GPT-2 split regex only matters for merges; skipping it makes encoding ~1.5x faster.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _char_tokenizer(texts: Iterable[str]) -> Tokenizer:
+    chars: set[str] = set()
+    for text in texts:
+        chars.update(text)
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(chars - set(SPECIAL_TOKENS)))}
+    # A BPE model without merges and without a pre-tokenizer maps each character to its id
+    # (unseen ones to <unk>); ~2.5x faster than one pre-token per character with WordLevel.
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    # Fuse joins the characters back without the spaces a bare decode would insert.
+    tokenizer.decoder = decoders.Fuse()
+    return tokenizer
+
+
+def _bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        # All 256 bytes stay in the vocab even if the corpus lacks some, so any text round-trips.
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_batches(texts), trainer=trainer)
+    return tokenizer
+
+
+def _wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int, lowercase: bool) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_batches(texts), trainer=trainer)
+    return tokenizer
+
+
+def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
+    batch = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == TRAIN_BATCH_SIZE:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        unk_token=UNK,
+        eos_token=EOS,
+        # Causal LMs start documents with the same separator they end them with.
+        bos_token=EOS,
+        mask_token=MASK,
+        cls_token=CLS,
+        sep_token=SEP,
+        # Cleanup would rewrite " ." to "." and so break exact round trips.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _pretrained(name_or_path: str | None) -> PreTrainedTokenizerFast:
+    if name_or_path is None:
+        raise ValueError("tokenizer.name_or_path must be set for kind=pretrained")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as error:
+        # Missing local dirs and unreachable hub ids both surface as OSError; keep it one line.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"tokenizer.name_or_path={name_or_path!r} is not a local directory and could not be loaded "
+            f"from the hub: {reason}"
+        ) from error
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise ValueError(f"tokenizer.name_or_path={name_or_path!r} is not a fast (tokenizers-backed) tokenizer")
+    if tokenizer.pad_token is None:
+        # Padding is only masked out, so any existing special token will do.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer

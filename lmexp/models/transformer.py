@@ -1,0 +1,238 @@
+"""Native transformers: a configurable pre-LN GPT/BERT-style ``Transformer`` and the article's ``SeedEncoder``."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmexp.models import ATTENTION_TYPES, check_choice, check_seq_len
+
+POSITIONS = ("learned", "rotary")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+Rope = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) tables, or None without rotary positions
+
+
+def _rotary_tables(max_seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [max_seq_len, head_dim] for RoPE in the rotate-half layout."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    angles = torch.outer(torch.arange(max_seq_len).float(), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def _allowed_attention(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Boolean [B,T,T] mask from a [B,T] padding mask, True where a query may attend to a key."""
+    T = attention_mask.shape[1]
+    allowed = attention_mask.bool()[:, None, :].expand(-1, T, -1)
+    if causal:
+        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=allowed.device).tril()
+    # A query that sees only padding (e.g. left padding under a causal mask) gets NaN from
+    # softmax over nothing, which leaks into real positions as 0 * NaN; seeing itself avoids that.
+    return allowed | torch.eye(T, dtype=torch.bool, device=allowed.device)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, bias: bool):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, rope: Rope) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_heads, -1).transpose(1, 2) for t in self.qkv(x).split(C, dim=-1))
+        if rope is not None:
+            q, k = _apply_rotary(q, *rope), _apply_rotary(k, *rope)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float, bias: bool, activation: str):
+        super().__init__()
+        self.fc = nn.Linear(d_model, d_ff, bias=bias)
+        self.act = ACTIVATIONS[activation]()
+        self.proj = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.act(self.fc(x))))
+
+
+def _layer_norm(d_model: int, bias: bool, norm: bool) -> nn.Module:
+    return nn.LayerNorm(d_model, bias=bias) if norm else nn.Identity()
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, bias: bool, activation: str, norm: bool):
+        super().__init__()
+        self.ln1 = _layer_norm(d_model, bias, norm)
+        self.attn = SelfAttention(d_model, n_heads, dropout, bias)
+        self.ln2 = _layer_norm(d_model, bias, norm)
+        self.mlp = MLP(d_model, d_ff, dropout, bias, activation)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, rope: Rope) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), mask, is_causal, rope)
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Module):
+    """Pre-LN transformer LM; causal (GPT-2) or bidirectional (BERT-style encoder with an LM head)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        max_seq_len: int,
+        attention: str = "causal",
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        positions: str = "learned",
+        bias: bool = True,
+        tie_embeddings: bool = True,
+        activation: str = "gelu",
+        norm: bool = True,
+    ):
+        super().__init__()
+        check_choice("attention", attention, ATTENTION_TYPES)
+        check_choice("positions", positions, POSITIONS)
+        check_choice("activation", activation, tuple(ACTIVATIONS))
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        head_dim = d_model // n_heads
+        if positions == "rotary" and head_dim % 2 != 0:
+            raise ValueError(f"positions=rotary needs an even head dim, got d_model/n_heads={head_dim}")
+        self.vocab_size = vocab_size
+        self.max_seq_len = max_seq_len
+        self.attention = attention
+        self.hidden_size = d_model
+
+        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.pos_emb = nn.Embedding(max_seq_len, d_model) if positions == "learned" else None
+        if positions == "rotary":
+            # Not persistent: derived from the shape, so checkpoints need not carry them.
+            cos, sin = _rotary_tables(max_seq_len, head_dim)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.dropout = nn.Dropout(dropout)
+        d_ff = 4 * d_model if d_ff is None else d_ff
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, d_ff, dropout, bias, activation, norm) for _ in range(n_layers)
+        )
+        self.ln_f = _layer_norm(d_model, bias, norm)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        if tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+        self.apply(self._init_weights)
+        # GPT-2: scale residual-stream writes so the residual variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        # parameters() yields each shared tensor once, so the tied head is not double counted.
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        check_seq_len(input_ids, self.max_seq_len)
+        T = input_ids.shape[1]
+        x = self.tok_emb(input_ids)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=input_ids.device))
+        x = self.dropout(x)
+        rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.pos_emb is None else None
+        causal = self.attention == "causal"
+        # No mask lets SDPA take its fast path (is_causal=True for causal); [B,1,T,T] broadcasts over heads.
+        mask = None if attention_mask is None else _allowed_attention(attention_mask, causal)[:, None]
+        is_causal = causal and mask is None
+        for block in self.blocks:
+            x = block(x, mask, is_causal, rope)
+        return self.ln_f(x)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.lm_head(self.encode(input_ids, attention_mask))
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Fixed sine/cosine positions added to the embeddings, as in the PyTorch transformer tutorial."""
+
+    def __init__(self, d_model: int, max_len: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        position = torch.arange(max_len).unsqueeze(1)
+        div_term = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(position * div_term)
+        pe[:, 1::2] = torch.cos(position * div_term)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(x + self.pe[: x.shape[1]])
+
+
+class SeedEncoder(nn.Module):
+    """The article's reference model: embedding + sinusoidal positions + ``nn.TransformerEncoder`` + LM head."""
+
+    def __init__(
+        self,
+        vocab_size: int = 10000,
+        max_seq_len: int = 512,
+        attention: str = "bidirectional",
+        d_model: int = 512,
+        n_heads: int = 8,
+        n_layers: int = 6,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        check_choice("attention", attention, ATTENTION_TYPES)
+        self.vocab_size = vocab_size
+        self.max_seq_len = max_seq_len
+        self.attention = attention
+        self.hidden_size = d_model
+        self.n_heads = n_heads
+
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.pos_encoding = SinusoidalPositionalEncoding(d_model, max_seq_len, dropout)
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, n_layers)
+        self.lm_head = nn.Linear(d_model, vocab_size)
+        # The tutorial's init: small uniform embeddings, matching the sqrt(d_model) scaling in encode.
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.uniform_(self.lm_head.weight, -0.1, 0.1)
+        nn.init.zeros_(self.lm_head.bias)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        check_seq_len(input_ids, self.max_seq_len)
+        T = input_ids.shape[1]
+        x = self.pos_encoding(self.embedding(input_ids) * math.sqrt(self.hidden_size))
+        causal = self.attention == "causal"
+        if attention_mask is None:
+            # nn.MultiheadAttention's convention: True = may NOT attend.
+            mask = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).triu(1) if causal else None
+            return self.encoder(x, mask=mask, is_causal=causal)
+        # One per-head [B*H,T,T] mask rather than src_key_padding_mask, so rows of pure padding stay finite.
+        blocked = ~_allowed_attention(attention_mask, causal)
+        return self.encoder(x, mask=blocked.repeat_interleave(self.n_heads, dim=0))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.lm_head(self.encode(input_ids, attention_mask))

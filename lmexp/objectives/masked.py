@@ -1,0 +1,50 @@
+"""Masked-token prediction with dynamic masking (BERT's 80/10/10 rule)."""
+
+from __future__ import annotations
+
+import torch
+
+from lmexp.errors import ConfigError
+from lmexp.objectives.base import IGNORE, TokenObjective
+
+
+class MaskedLM(TokenObjective):
+    """Masks a fresh random subset of each batch in the collator, so every epoch sees new masks.
+
+    Of the chosen positions, `mask_replace_prob` become the mask token, `random_replace_prob`
+    a random token, the rest stay; special and pad tokens are never chosen.
+    """
+
+    name = "masked_lm"
+    attention = "bidirectional"
+
+    def __init__(self, tokenizer, mlm_probability: float = 0.15, mask_replace_prob: float = 0.8,
+                 random_replace_prob: float = 0.1, **common) -> None:
+        super().__init__(tokenizer, **common)
+        if tokenizer.mask_token_id is None:
+            raise ConfigError("objective=masked_lm needs a tokenizer with a mask token (tokenizer has none)")
+        if not 0 < mlm_probability < 1:
+            raise ConfigError(f"objective.mlm_probability must be in (0, 1), got {mlm_probability}")
+        if mask_replace_prob + random_replace_prob > 1:
+            raise ConfigError("objective.mask_replace_prob + objective.random_replace_prob must be <= 1")
+        self.mlm_probability = mlm_probability
+        self.mask_replace_prob = mask_replace_prob
+        self.random_replace_prob = random_replace_prob
+        self.mask_token_id = tokenizer.mask_token_id
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+
+    def collate(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        input_ids = rows.clone()
+        labels = rows.clone()
+        chance = torch.full(rows.shape, self.mlm_probability)
+        chance[torch.isin(rows, self.special_ids)] = 0.0
+        chosen = torch.bernoulli(chance).bool()
+        labels[~chosen] = IGNORE
+        to_mask = chosen & torch.bernoulli(torch.full(rows.shape, self.mask_replace_prob)).bool()
+        input_ids[to_mask] = self.mask_token_id
+        # Of what is left, the share that gets a random token is random / (1 - mask).
+        rest = 1.0 - self.mask_replace_prob
+        p_random = self.random_replace_prob / rest if rest > 0 else 0.0
+        to_random = chosen & ~to_mask & torch.bernoulli(torch.full(rows.shape, p_random)).bool()
+        input_ids[to_random] = torch.randint(self.vocab_size, rows.shape)[to_random]
+        return {"input_ids": input_ids, "labels": labels}

@@ -1,0 +1,190 @@
+"""lmexp-train: compose → validate → build → fit → test → record.
+
+`train(cfg)` is the whole job and can be called in-process with a config from Hydra's compose
+API; `main()` is the console script (`lmexp-train`, `python -m lmexp.train`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, validate
+from lmexp.errors import ConfigError
+
+log = logging.getLogger("lmexp")
+
+METRIC_ORDER = ("loss", "perplexity", "acc", "f1", "precision", "recall", "mcc")
+
+
+def hydra_runtime() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def job_overrides() -> list[str]:
+    runtime = hydra_runtime()
+    return list(runtime.overrides.task) if runtime is not None else []
+
+
+def sweep_group(runtime: DictConfig | None) -> str | None:
+    """The sweep's id (its directory name) for a multirun job, else None."""
+    from hydra.types import RunMode
+
+    if runtime is None or runtime.mode != RunMode.MULTIRUN:
+        return None
+    return Path(runtime.sweep.dir).name
+
+
+def train(cfg: DictConfig) -> float:
+    """Train, validate and test one configuration; write summary.json; return the optimized metric."""
+    validate(cfg)
+
+    import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
+
+    from lmexp import build, records
+    from lmexp.module import LMModule
+
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runtime = hydra_runtime()
+    overrides = job_overrides()
+    summary: dict = {
+        "status": "running", "error": None, "metrics": {},
+        "optimized_metric": cfg.optimized_metric, "overrides": overrides,
+        "config_hash": records.config_hash(cfg), "data_fingerprint": None,
+        "git": records.git_info(), "versions": records.package_versions(), "seed": cfg.seed,
+        "run_dir": str(run_dir), "resumed_from": None,
+        "wall_time_s": None, "tokens_per_s": None, "wandb": None,
+    }
+    start = time.perf_counter()
+    try:
+        ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_root)
+        checkpoint = build.load_checkpoint(ckpt_path) if ckpt_path else None
+        summary["resumed_from"] = ckpt_path
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+        datamodule = build.build_datamodule(cfg)
+        datamodule.prepare()
+        summary["data_fingerprint"] = datamodule.fingerprint
+        summary["preprocessing"] = {"cache_hit": datamodule.cache_hit, "seconds": round(datamodule.preprocess_s, 3)}
+        tokenizer = datamodule.tokenizer
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+        objective = build.instantiate_or_explain(cfg.objective, "objective", tokenizer=tokenizer)
+        datamodule.collate = objective.collate
+        model = build.build_model(cfg, tokenizer)
+
+        wandb_id = (checkpoint or {}).get("lmexp", {}).get("wandb_run_id")
+        loggers = build.build_loggers(
+            cfg, run_dir, wandb_id=wandb_id, group=sweep_group(runtime),
+            name="-".join(overrides) if sweep_group(runtime) else None,
+        )
+        wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
+        if wandb_logger is not None:
+            wandb_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            experiment = wandb_logger.experiment
+            summary["wandb"] = {"mode": experiment.settings.mode, "run_id": experiment.id, "dir": experiment.dir}
+
+        callbacks = build.build_callbacks(cfg)
+        trainer = build.build_trainer(cfg, loggers, callbacks)
+        module = LMModule(
+            model=model,
+            objective=objective,
+            optimizer=build.instantiate_or_explain(cfg.optimizer, "optimizer"),
+            scheduler=build.instantiate_or_explain(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+            decay_embeddings=cfg.get("decay_embeddings", False),
+            extra_checkpoint_state={
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "tokenizer_files": build.tokenizer_files(run_dir / "tokenizer"),
+                "wandb_run_id": summary["wandb"]["run_id"] if summary["wandb"] else None,
+                "data_fingerprint": datamodule.fingerprint,
+            },
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training interrupted")
+        summary["metrics"] = {"train/loss": _float(trainer.callback_metrics.get("train/loss"))}
+        summary["metrics"].update(_floats(trainer.validate(module, datamodule=datamodule, verbose=False)))
+        if cfg.get("test", True) and datamodule.has_split("test"):
+            summary["metrics"].update(_floats(trainer.test(module, datamodule=datamodule, verbose=False)))
+        throughput = next((cb for cb in callbacks if hasattr(cb, "tokens_per_s")), None)
+        summary["tokens_per_s"] = throughput.tokens_per_s if throughput else None
+        summary["global_step"] = trainer.global_step
+        summary["num_parameters"] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        summary["status"] = "completed"
+    except BaseException as err:
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        summary["status"] = "interrupted" if interrupted else "failed"
+        summary["error"] = f"{type(err).__name__}: {err}" if not isinstance(err, ConfigError) else str(err)
+        raise
+    finally:
+        summary["wall_time_s"] = round(time.perf_counter() - start, 3)
+        _finish_wandb(summary["status"] == "completed")
+        records.write_summary(run_dir, summary)
+
+    print_results(summary, run_dir)
+    value = summary["metrics"].get(cfg.optimized_metric)
+    return float("nan") if value is None else value
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _floats(results: list[dict]) -> dict[str, float]:
+    return {k: float(v) for result in results for k, v in result.items()}
+
+
+def _finish_wandb(success: bool) -> None:
+    """Close the W&B run whatever happened, so the next job in this process gets its own run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=0 if success else 1)
+
+
+def print_results(summary: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = summary["metrics"]
+    stages = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
+    names = [m for m in METRIC_ORDER if any(f"{s}/{m}" in metrics for s in stages)]
+    table = Table(title="final metrics")
+    table.add_column("metric")
+    for stage in stages:
+        table.add_column(stage, justify="right")
+    for name in names:
+        cells = [metrics.get(f"{s}/{name}") for s in stages]
+        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
+    console = Console()
+    console.print(table)
+    tps = summary.get("tokens_per_s")
+    console.print(
+        f"{summary['global_step']} steps in {summary['wall_time_s']:.1f}s"
+        + (f", {tps:,.0f} tokens/s" if tps else "")
+    )
+    console.print(f"run directory: {run_dir}", soft_wrap=True)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main() -> None:
+    register_resolvers()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
