@@ -88,7 +88,7 @@ def build_wandb_logger(cfg: DictConfig, node: DictConfig, run_dir: Path, wandb_i
     os.environ.setdefault("WANDB_SILENT", "true")
     options["name"] = options.get("name") or name or run_dir.name
     options["group"] = options.get("group") or group
-    options["job_type"] = options.get("job_type") or choice(cfg, "objective")
+    options["job_type"] = options.get("job_type") or get_class(cfg.objective._target_).name
     options["tags"] = list(options.get("tags") or [])
     if wandb_id:
         options.update(id=wandb_id, resume="allow")

@@ -16,7 +16,7 @@ class LMModule(pl.LightningModule):
         self,
         model: nn.Module,
         objective: Any,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., Any] | None = None,
         decay_embeddings: bool = False,
         extra_checkpoint_state: dict | None = None,
@@ -29,8 +29,8 @@ class LMModule(pl.LightningModule):
         self.decay_embeddings = decay_embeddings
         # Saved into every checkpoint (resolved config, tokenizer dir, W&B run id, ...).
         self.extra_checkpoint_state = extra_checkpoint_state or {}
-        self.val_metrics = objective.metrics().clone(prefix="val/")
-        self.test_metrics = objective.metrics().clone(prefix="test/")
+        self.val_metrics = objective.metrics(model.vocab_size).clone(prefix="val/")
+        self.test_metrics = objective.metrics(model.vocab_size).clone(prefix="test/")
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"))

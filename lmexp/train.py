@@ -89,7 +89,8 @@ def train(cfg: DictConfig) -> float:
         if wandb_logger is not None:
             wandb_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             experiment = wandb_logger.experiment
-            summary["wandb"] = {"mode": experiment.settings.mode, "run_id": experiment.id, "dir": experiment.dir}
+            mode = "offline" if experiment.settings.mode in ("offline", "dryrun") else experiment.settings.mode
+            summary["wandb"] = {"mode": mode, "run_id": experiment.id, "dir": experiment.dir}
 
         callbacks = build.build_callbacks(cfg)
         trainer = build.build_trainer(cfg, loggers, callbacks)

@@ -22,7 +22,7 @@ import json
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -65,7 +65,10 @@ def read_offline_run(path: str | Path) -> OfflineRun:
     for record in _records(wandb_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run = _from_run_record(wandb_file.parent, record.run)
+            # wandb writes the run record again, in full, whenever e.g. the name or tags change.
+            metadata = _run_metadata(record.run)
+            run = OfflineRun(wandb_file.parent, config={}, **metadata) if run is None else replace(run, **metadata)
+            _apply(run.config, record.run.config.update, record.run.config.remove)
         elif run is None:
             continue  # only the header comes before the run record
         elif kind == "config":
@@ -94,20 +97,16 @@ def _wandb_file(path: Path) -> Path:
     return candidates[0]
 
 
-def _from_run_record(directory: Path, run: pb.RunRecord) -> OfflineRun:
-    config: dict = {}
-    _apply(config, run.config.update, run.config.remove)
-    return OfflineRun(
-        path=directory,
-        run_id=run.run_id,
+def _run_metadata(run: pb.RunRecord) -> dict:
+    return {
+        "run_id": run.run_id,
         # Unset proto3 strings read as "": report them as missing.
-        project=run.project or None,
-        group=run.run_group or None,
-        name=run.display_name or None,
-        job_type=run.job_type or None,
-        tags=list(run.tags),
-        config=config,
-    )
+        "project": run.project or None,
+        "group": run.run_group or None,
+        "name": run.display_name or None,
+        "job_type": run.job_type or None,
+        "tags": list(run.tags),
+    }
 
 
 def _apply(target: dict, updates, removes=()) -> None:

@@ -21,6 +21,15 @@ HF_TINY = {
 HF_ATTENTION = {"gpt2": "causal", "bert": "bidirectional", "llama": "causal"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Models this tiny run faster on one thread; several contend badly on a busy CI machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build(kind: str, attention: str):
     """A tiny model of one kind, in eval mode so outputs are deterministic."""
     torch.manual_seed(0)

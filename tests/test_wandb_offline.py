@@ -36,8 +36,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         made["full"] = root
 
         root = tmp_path_factory.mktemp("failed")
-        wandb.init(mode="offline", dir=root, project="proj")
+        run = wandb.init(mode="offline", dir=root, project="proj", name="before")
         wandb.log({"val/loss": 3.0})
+        run.name = "after"  # wandb writes a second, full run record
+        wandb.log({"val/loss": 4.0})
         wandb.finish(exit_code=1)
         made["failed"] = root
 
@@ -81,10 +83,11 @@ def test_wandb_file_path_works_too(runs):
     assert read_offline_run(wandb_file) == read_offline_run(run_dir)
 
 
-def test_failed_run_keeps_its_exit_code(runs):
+def test_failed_renamed_run(runs):
     run = read_offline_run(only_run(runs["failed"]))
     assert run.exit_code == 1
-    assert run.history[0]["val/loss"] == 3.0
+    assert run.name == "after"
+    assert [step["val/loss"] for step in run.history] == [3.0, 4.0]
 
 
 def test_lightning_logger_run_reads_back(runs):

@@ -214,8 +214,10 @@ class HubDataset:
         from datasets import load_dataset
 
         data_files = self.data_files
-        if isinstance(data_files, dict):
-            data_files = {k: v for k, v in data_files.items() if v is not None}
+        if isinstance(data_files, Mapping):
+            data_files = {k: (v if isinstance(v, str) else list(v)) for k, v in data_files.items() if v is not None}
+        elif data_files is not None and not isinstance(data_files, str):
+            data_files = list(data_files)
         try:
             loaded = load_dataset(self.path, self.name, data_files=data_files, cache_dir=self.cache_dir)
         except FileNotFoundError as err:
@@ -233,7 +235,9 @@ class HubDataset:
                     f"data.text_column={self.text_column} is not a column of {self.path} "
                     f"split '{theirs}' (columns: {ds.column_names})"
                 )
-            ds = ds.select_columns([self.text_column]).rename_column(self.text_column, "text")
+            ds = ds.select_columns([self.text_column])
+            if self.text_column != "text":
+                ds = ds.rename_column(self.text_column, "text")
             ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
             hasher.update(f"{ours}:{ds._fingerprint}".encode())
             parts[ours] = ds

@@ -6,6 +6,8 @@ No post-processor adds special tokens: callers encode with
 `add_special_tokens=False` and insert the ids they need themselves.
 """
 
+import string
+import unicodedata
 from collections.abc import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -61,7 +63,7 @@ def _char_tokenizer(texts: Iterable[str]) -> Tokenizer:
     chars: set[str] = set()
     for text in texts:
         chars.update(text)
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(chars - set(SPECIAL_TOKENS)))}
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(chars))}
     # A BPE model without merges and without a pre-tokenizer maps each character to its id
     # (unseen ones to <unk>); ~2.5x faster than one pre-token per character with WordLevel.
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
@@ -87,18 +89,40 @@ def _bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int) ->
 
 
 def _wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int, lowercase: bool) -> Tokenizer:
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    texts = list(texts)  # read twice: for the continuation alphabet, then for training
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        # Workaround for huggingface/tokenizers#1794: the trainer numbers "##x" tokens in hash-map
+        # order and those ids break ties between equally frequent merges, so the vocab changes from
+        # run to run. Reserving them up front, sorted, makes training deterministic.
+        special_tokens=SPECIAL_TOKENS + _continuation_alphabet(texts, normalizer),
         continuing_subword_prefix="##",
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_batches(texts), trainer=trainer)
+    scratch = _bert_pipeline(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"), normalizer)
+    scratch.train_from_iterator(_batches(texts), trainer=trainer)
+    # Rebuild from the vocab alone: training also registered the reserved "##x" as special added tokens.
+    vocab = scratch.get_vocab(with_added_tokens=False)
+    return _bert_pipeline(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##"), normalizer)
+
+
+def _continuation_alphabet(texts: list[str], normalizer: normalizers.Normalizer) -> list[str]:
+    """Sorted "##x" tokens for every character that may continue a word after BERT normalization."""
+    chars: set[str] = set()
+    for text in texts:
+        chars.update(normalizer.normalize_str(text))
+    # BertPreTokenizer splits on whitespace and punctuation, so those never continue a word.
+    splits = {c for c in chars if c.isspace() or c in string.punctuation or unicodedata.category(c).startswith("P")}
+    return [f"##{c}" for c in sorted(chars - splits)]
+
+
+def _bert_pipeline(model: models.Model, normalizer: normalizers.Normalizer) -> Tokenizer:
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
     return tokenizer
 
 
@@ -119,7 +143,7 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         pad_token=PAD,
         unk_token=UNK,
         eos_token=EOS,
-        # Causal LMs start documents with the same separator they end them with.
+        # GPT-2 style: one <eos> separates documents, so it also serves as bos.
         bos_token=EOS,
         mask_token=MASK,
         cls_token=CLS,
@@ -136,7 +160,7 @@ def _pretrained(name_or_path: str | None) -> PreTrainedTokenizerFast:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as error:
         # Missing local dirs and unreachable hub ids both surface as OSError; keep it one line.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = str(error).strip().split("\n", 1)[0]
         raise ValueError(
             f"tokenizer.name_or_path={name_or_path!r} is not a local directory and could not be loaded "
             f"from the hub: {reason}"

@@ -39,8 +39,9 @@ class TokenObjective:
         keep = labels != IGNORE
         return logits.flatten(0, 1)[keep].float(), labels[keep]
 
-    def metrics(self) -> MetricCollection:
-        return lm_metrics(self.vocab_size)
+    def metrics(self, num_classes: int) -> MetricCollection:
+        """Metrics over `num_classes` = the model's output width (may exceed the tokenizer's)."""
+        return lm_metrics(num_classes)
 
     def tokens_in(self, batch: dict) -> int:
         return batch["input_ids"].numel()

@@ -1,0 +1,79 @@
+"""Shared fixtures: offline environment, Hydra compose, tiny training settings."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from lmexp.config import config_dir, register_resolvers
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# A few steps of a very small model: enough to see every piece run and the loss move.
+TINY = [
+    "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0", "trainer.accelerator=cpu",
+    "data.block_size=32", "data.batch_size=8", "data.eval_batch_size=16",
+    "callbacks=minimal", "logger=csv", "optimizer.lr=1e-2", "scheduler.warmup_steps=2",
+]
+# Shrink each model option so every one trains in seconds.
+SMALL_MODEL = {
+    "native": ["model.d_model=32", "model.n_layers=1", "model.n_heads=2"],
+    "seed_encoder": ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.dropout=0.0"],
+    "hf_gpt2": ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"],
+    "hf_bert": ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
+                "model.intermediate_size=64"],
+    "hf_llama": ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
+                 "model.num_key_value_heads=1", "model.intermediate_size=64"],
+}
+
+
+@pytest.fixture(autouse=True)
+def offline_env(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One preprocessing cache for the session: runs over the same data reuse it."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(tmp_path, cache_dir):
+    """compose(overrides) → a train config writing into tmp_path/run."""
+    register_resolvers()
+
+    def make(overrides: list[str], config_name: str = "train", run: str = "run") -> DictConfig:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(config_name, overrides=[
+                f"paths.output_root={tmp_path}", f"paths.output_dir={tmp_path / run}",
+                f"paths.cache_dir={cache_dir}", *overrides,
+            ])
+    return make
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """30 documents of real English (slices of Tiny Shakespeare) as text files."""
+    text = (SHARED_DATA / "tinyshakespeare" / "input.txt").read_text()[:120_000]
+    root = tmp_path_factory.mktemp("corpus")
+    size = len(text) // 30
+    for i in range(30):
+        (root / f"doc{i:02d}.txt").write_text(text[i * size:(i + 1) * size])
+    return root
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    """train/loss per logged step, from the CSV logger."""
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]

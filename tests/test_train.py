@@ -1,0 +1,191 @@
+"""End-to-end training in-process through Hydra's compose API: every model, objective,
+tokenizer, data, optimizer, scheduler, logger, callbacks, trainer and debug option runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import SHARED_DATA, SMALL_MODEL, TINY, train_losses
+from lmexp.records import read_summary
+from lmexp.train import train
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
+
+LM_METRICS = ["loss", "perplexity", "acc", "f1"]
+
+
+def corpus_overrides(small_corpus) -> list[str]:
+    return ["data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte"]
+
+
+def assert_learned(run_dir, by: float = 0.25) -> None:
+    losses = train_losses(run_dir)
+    assert len(losses) >= 10
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < first - by, f"loss did not decrease by {by}: {losses}"
+
+
+def test_default_causal_lm_records_metrics_checkpoints_and_wandb(make_cfg, tmp_path):
+    """The default job on the embedded corpus (few files), logged to offline W&B and CSV."""
+    cfg = make_cfg([*TINY, "logger=wandb", "data.source.max_files=40", "tokenizer.vocab_size=512",
+                    *SMALL_MODEL["native"], "tags=[smoke]"])
+    value = train(cfg)
+    run = tmp_path / "run"
+    summary = read_summary(run)
+    assert summary["status"] == "completed" and summary["error"] is None
+    for stage in ("val", "test"):
+        for name in LM_METRICS:
+            assert math.isfinite(summary["metrics"][f"{stage}/{name}"])
+    metrics = summary["metrics"]
+    assert value == metrics["val/perplexity"]
+    assert metrics["val/perplexity"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-4)
+    assert 0 <= metrics["val/acc"] <= 1 and 0 <= metrics["val/f1"] <= 1
+    for key in ("config_hash", "data_fingerprint", "git", "versions", "wall_time_s", "tokens_per_s"):
+        assert summary[key] is not None, key
+    assert summary["versions"]["torch"] == torch.__version__
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    assert_learned(run)
+
+    # The offline W&B run holds the resolved config and the same final validation metrics.
+    assert summary["wandb"]["mode"] == "offline"
+    runs = find_offline_runs(run / "wandb")
+    assert len(runs) == 1
+    wb = read_offline_run(runs[0])
+    assert wb.run_id == summary["wandb"]["run_id"]
+    assert wb.exit_code == 0
+    assert wb.job_type == "causal_lm" and "smoke" in wb.tags
+    assert wb.config["model"]["d_model"] == 32
+    logged = [row for row in wb.history if "val/perplexity" in row]
+    assert logged, "no val/ metrics in the W&B history"
+    assert logged[-1]["val/perplexity"] == pytest.approx(metrics["val/perplexity"], rel=1e-5)
+    assert any("train/tokens_per_s" in row for row in wb.history)
+    assert any("train/lr" in row for row in wb.history)
+
+
+@pytest.mark.parametrize("model, size", [
+    ("gpt_tiny", "native"), ("gpt_small", "native"), ("hf_gpt2", "hf_gpt2"), ("hf_llama", "hf_llama"),
+])
+def test_causal_models_train(make_cfg, tmp_path, small_corpus, model, size):
+    train(make_cfg([*TINY, *corpus_overrides(small_corpus), f"model={model}", *SMALL_MODEL[size]]))
+    assert read_summary(tmp_path / "run")["status"] == "completed"
+    assert_learned(tmp_path / "run")
+
+
+@pytest.mark.parametrize("model, size", [
+    ("bert_tiny", "native"), ("bert_base", "native"), ("seed_encoder", "seed_encoder"), ("hf_bert", "hf_bert"),
+])
+def test_masked_models_train(make_cfg, tmp_path, small_corpus, model, size):
+    train(make_cfg([*TINY, *corpus_overrides(small_corpus), "objective=masked_lm", f"model={model}",
+                    *SMALL_MODEL[size]]))
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "completed"
+    assert all(math.isfinite(summary["metrics"][f"val/{m}"]) for m in LM_METRICS)
+    assert_learned(tmp_path / "run")
+
+
+@pytest.mark.parametrize("tokenizer", [
+    "tokenizer=byte", "tokenizer=char", "tokenizer=bpe tokenizer.vocab_size=400",
+    "tokenizer=wordpiece tokenizer.vocab_size=400",
+])
+def test_tokenizers_train(make_cfg, tmp_path, small_corpus, tokenizer):
+    overrides = [*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], *tokenizer.split()]
+    train(make_cfg(overrides))
+    assert_learned(tmp_path / "run")
+
+
+def test_pretrained_tokenizer_from_a_previous_run(make_cfg, tmp_path, small_corpus):
+    base = [*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"]]
+    train(make_cfg([*base, "tokenizer=char"], run="first"))
+    train(make_cfg([*base, "tokenizer=pretrained", f"tokenizer.name_or_path={tmp_path / 'first' / 'tokenizer'}"]))
+    first, second = read_summary(tmp_path / "first"), read_summary(tmp_path / "run")
+    assert second["status"] == "completed"
+    # Same data, same tokenizer, same seed: the same model.
+    assert second["metrics"]["val/loss"] == pytest.approx(first["metrics"]["val/loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("data", [
+    ["data=default", "data.source.max_files=25", "tokenizer=byte"],
+    ["data=text_files", "data.document=line", "tokenizer=char"],
+    ["data=hub", "data.path=text", "tokenizer=char"],
+    ["data=tinyshakespeare", f"data.path={SHARED_DATA / 'tinyshakespeare'}", "tokenizer=char"],
+    ["data=wikitext2", f"data.path={SHARED_DATA / 'wikitext2'}",
+     f"data.train_files={SHARED_DATA / 'wikitext2' / 'wiki.valid.tokens'}", "tokenizer=byte"],
+])
+def test_data_options_train(make_cfg, tmp_path, small_corpus, data):
+    overrides = [*TINY, *SMALL_MODEL["native"], *data]
+    if "data=text_files" in data:
+        overrides.append(f"data.train_files={small_corpus}/*.txt")
+    if "data=hub" in data:
+        overrides.append(f"data.data_files={{train:'{small_corpus}/doc0*.txt'}}")
+    train(make_cfg(overrides))
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "completed" and "test/loss" in summary["metrics"]
+    assert_learned(tmp_path / "run")
+
+
+@pytest.mark.parametrize("choice", [
+    "optimizer=adam", "optimizer=sgd", "scheduler=linear", "scheduler=constant",
+    "logger=tensorboard", "logger=none", "callbacks=default trainer.enable_progress_bar=true", "callbacks=none",
+    "trainer=cpu",
+    "debug=fast", "debug=overfit trainer.max_steps=12", "debug=profile trainer.max_steps=12",
+])
+def test_other_group_options_run(make_cfg, tmp_path, small_corpus, choice):
+    train(make_cfg([*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], *choice.split()]))
+    assert read_summary(tmp_path / "run")["status"] == "completed"
+
+
+def test_second_identical_run_skips_preprocessing(make_cfg, tmp_path, small_corpus):
+    base = [*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], "tokenizer=bpe",
+            "tokenizer.vocab_size=333", "trainer.max_steps=2"]
+    train(make_cfg(base, run="first"))
+    train(make_cfg(base, run="second"))
+    first = read_summary(tmp_path / "first")["preprocessing"]
+    second = read_summary(tmp_path / "second")["preprocessing"]
+    assert not first["cache_hit"] and second["cache_hit"]
+    # Anything that changes the result changes the key: another block size is preprocessed anew.
+    train(make_cfg([*base, "data.block_size=16"], run="third"))
+    assert not read_summary(tmp_path / "third")["preprocessing"]["cache_hit"]
+
+
+def test_resume_continues_step_optimizer_and_wandb_run(make_cfg, tmp_path, small_corpus):
+    base = [*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], "logger=wandb",
+            "callbacks=minimal", "trainer.val_check_interval=4"]
+    train(make_cfg([*base, "trainer.max_steps=8"], run="first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)
+    assert saved["global_step"] == 8 and saved["optimizer_states"][0]["state"]
+    train(make_cfg([*base, "trainer.max_steps=12", f"ckpt_path={tmp_path / 'first'}"]))
+    first, second = read_summary(tmp_path / "first"), read_summary(tmp_path / "run")
+    assert second["status"] == "completed" and second["global_step"] == 12
+    assert second["resumed_from"] == str(last)
+    assert second["wandb"]["run_id"] == first["wandb"]["run_id"]
+    # The scheduler went on from step 8, not from a fresh warmup.
+    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 12
+
+
+def test_ckpt_path_last_finds_the_newest_run(make_cfg, tmp_path, small_corpus):
+    base = [*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], "trainer.max_steps=4",
+            "trainer.val_check_interval=2"]
+    train(make_cfg(base, run="runs/a"))
+    train(make_cfg([*base, "trainer.max_steps=6", "ckpt_path=last"], run="runs/b"))
+    assert read_summary(tmp_path / "runs" / "b")["resumed_from"].endswith("runs/a/checkpoints/last.ckpt")
+
+
+def test_failed_run_is_recorded_as_failed(make_cfg, tmp_path, small_corpus, monkeypatch):
+    from lmexp.module import LMModule
+
+    def explode(self, batch, batch_idx):
+        raise RuntimeError("boom at step 0")
+
+    monkeypatch.setattr(LMModule, "training_step", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        train(make_cfg([*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], "logger=wandb"]))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "boom at step 0" in summary["error"]
+    wb = read_offline_run(find_offline_runs(tmp_path / "run" / "wandb")[0])
+    assert wb.exit_code == 1
