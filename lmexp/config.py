@@ -37,9 +37,24 @@ def choice(cfg: DictConfig, group: str) -> str:
     return chosen or str(OmegaConf.select(cfg, f"{group}._target_", default=group)).rsplit(".", 1)[-1]
 
 
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """Keys still set to ??? (OmegaConf's own missing_keys trips over interpolations to them)."""
+    found: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if value == "???":
+                found.append(f"{prefix}{key}")
+            walk(value, f"{prefix}{key}.")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return sorted(found)
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need no heavy import. Raises ConfigError naming the key and what was expected."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = missing_keys(cfg)
     if missing:
         key = missing[0]
         raise ConfigError(f"missing required value: {key} (set it on the command line: {key}=...)")

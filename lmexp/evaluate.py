@@ -10,13 +10,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lmexp.config import config_dir, register_resolvers, resolve_checkpoint
+from lmexp.config import config_dir, missing_keys, register_resolvers, resolve_checkpoint
 from lmexp.errors import ConfigError
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate `cfg.ckpt_path` on the requested splits; write summary.json; return the metrics."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = missing_keys(cfg)
     if missing:
         raise ConfigError(f"missing required value: {missing[0]} (set it on the command line: {missing[0]}=...)")
     if not cfg.ckpt_path == "last" and not Path(cfg.ckpt_path).exists():

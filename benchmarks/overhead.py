@@ -1,0 +1,108 @@
+"""lmexp's training path against a minimal hand-written PyTorch loop, back to back in one process.
+
+Same model (gpt_tiny shape), same batches (the default corpus, packed by lmexp), same AdamW
+parameter groups, schedule and gradient clipping. Prints both throughputs and the ratio.
+
+    python benchmarks/overhead.py --steps 100 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import tempfile
+import time
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps before each measurement")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds of both loops")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--max-files", type=int, default=120, help="stdlib files to tokenize")
+    args = parser.parse_args()
+
+    import pytorch_lightning as pl
+    import torch
+    from functools import partial
+
+    from lmexp.callbacks import TokenThroughput
+    from lmexp.data.datamodule import LMDataModule
+    from lmexp.data.sources import PythonStdlib
+    from lmexp.models.transformer import Transformer
+    from lmexp.module import LMModule
+    from lmexp.objectives.causal import CausalLM
+    from lmexp.optim import cosine_schedule, param_groups
+
+    tmp = tempfile.mkdtemp(prefix="lmexp-bench-")
+    tokenizer_cfg = {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "bpe", "vocab_size": 4096}
+    dm = LMDataModule(PythonStdlib(max_files=args.max_files), tokenizer_cfg, block_size=args.block_size + 1,
+                      batch_size=args.batch_size, cache_dir=os.path.join(tmp, "cache"))
+    dm.prepare()
+    objective = CausalLM(dm.tokenizer, attention="causal")
+    dm.collate = objective.collate
+    total = args.warmup + args.steps
+    loader = iter(dm.train_dataloader())
+    batches = [next(loader) for _ in range(total)]
+
+    torch.manual_seed(0)
+    template = Transformer(vocab_size=len(dm.tokenizer), max_seq_len=256, d_model=128, n_layers=4, n_heads=4)
+    make_optimizer = partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    make_scheduler = partial(cosine_schedule, warmup_steps=30, min_lr_ratio=0.1)
+    tokens = args.steps * args.batch_size * args.block_size
+
+    def hand_written() -> float:
+        model = copy.deepcopy(template)
+        optimizer = make_optimizer(param_groups(model))
+        scheduler = make_scheduler(optimizer, total_steps=total)
+        model.train()
+        for i, batch in enumerate(batches):
+            if i == args.warmup:
+                start = time.perf_counter()
+            loss = objective.loss(model(batch["input_ids"]), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+        return tokens / (time.perf_counter() - start)
+
+    class Timed(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == args.warmup:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, module):
+            self.seconds = time.perf_counter() - self.start
+
+    def lmexp_path() -> float:
+        module = LMModule(copy.deepcopy(template), objective, make_optimizer, make_scheduler)
+        timer = Timed()
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_steps=total, limit_val_batches=0, gradient_clip_val=1.0,
+            logger=pl.loggers.CSVLogger(tmp, name="csv"), callbacks=[TokenThroughput(), timer],
+            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+            log_every_n_steps=10, default_root_dir=tmp,
+        )
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+        return tokens / timer.seconds
+
+    results = {"hand-written": [], "lmexp": []}
+    for _ in range(args.repeats):
+        results["hand-written"].append(hand_written())
+        results["lmexp"].append(lmexp_path())
+    best = {name: max(values) for name, values in results.items()}
+    print(f"steps {args.steps} (after {args.warmup} warmup), batch {args.batch_size}x{args.block_size}, "
+          f"{torch.get_num_threads()} threads, model {sum(p.numel() for p in template.parameters()) / 1e6:.2f}M")
+    for name, values in results.items():
+        print(f"{name:>13}: " + ", ".join(f"{v:,.0f}" for v in values) + f" tokens/s (best {best[name]:,.0f})")
+    print(f"ratio lmexp / hand-written (best of {args.repeats}): {best['lmexp'] / best['hand-written']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Parameter groups and schedules of lmexp/optim.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lmexp.models.transformer import Transformer
+from lmexp.optim import constant_schedule, cosine_schedule, linear_schedule, param_groups
+
+
+def test_no_decay_on_biases_norms_and_embeddings():
+    model = Transformer(vocab_size=50, max_seq_len=16, d_model=16, n_layers=1, n_heads=2)
+    groups = {g["name"]: g for g in param_groups(model)}
+    decayed = {id(p) for p in groups["decay"]["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert groups["no_decay"]["weight_decay"] == 0.0
+    for pid in decayed:
+        assert "emb" not in names[pid] and "ln" not in names[pid] and not names[pid].endswith("bias")
+    assert all(p.dim() == 2 for p in groups["decay"]["params"])
+    every = {id(p) for p in model.parameters()}
+    assert decayed | {id(p) for p in groups["no_decay"]["params"]} == every
+    with_emb = {g["name"]: g for g in param_groups(model, decay_embeddings=True)}
+    assert len(with_emb["decay"]["params"]) > len(groups["decay"]["params"])
+
+
+def lrs(make, steps: int, **kwargs) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make(opt, total_steps=steps, **kwargs)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_matches_nanogpt_formula():
+    got = lrs(cosine_schedule, 100, warmup_steps=10, min_lr_ratio=0.1)
+    for it in (0, 5, 9):
+        assert got[it] == pytest.approx((it + 1) / 11)
+    for it in (10, 50, 99):
+        ratio = (it - 10) / 90
+        assert got[it] == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * ratio)) * 0.9)
+
+
+def test_linear_and_constant():
+    lin = lrs(linear_schedule, 20, warmup_steps=0, min_lr_ratio=0.0)
+    assert lin[0] == pytest.approx(1.0) and lin[10] == pytest.approx(0.5)
+    const = lrs(constant_schedule, 10, warmup_steps=4)
+    assert const[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and const[4:] == pytest.approx([1.0] * 6)
