@@ -124,3 +124,16 @@ def test_cli_unknown_option_and_key(tmp_path):
     assert "gpt_tiny" in result.stderr and "bert_tiny" in result.stderr
     result = cli("trainer.max_stepz=3", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr and "max_stepz" in result.stderr
+
+
+def test_cli_main_job_runs_and_prints_the_table(tmp_path):
+    """The README's main command, shortened by debug=fast and a slice of the embedded corpus."""
+    result = cli("debug=fast", "data.source.max_files=30", "tokenizer=byte", "callbacks=minimal",
+                 "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in ("final metrics", "perplexity", "run directory:"):
+        assert line in result.stdout
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 1 and read_summary(runs[0])["status"] == "completed"
+    assert (runs[0] / ".hydra" / "overrides.yaml").is_file()
+    assert str(runs[0].name) in result.stdout.replace("\n", "")

@@ -102,9 +102,10 @@ def split_documents(docs: list[str], spec: SplitSpec) -> dict[str, list[str]]:
         return {name: part for name, part in parts.items() if part[0]}
     if spec.by != "document":
         raise ConfigError(f"data.split.by must be 'document' or 'position', got '{spec.by}'")
-    n_val = round(len(docs) * spec.val_fraction)
-    n_test = round(len(docs) * spec.test_fraction)
-    if len(docs) - n_val - n_test < 1 or (spec.val_fraction > 0 and n_val == 0):
+    # At least one document for each split asked for, so small corpora still validate.
+    n_val = max(1, round(len(docs) * spec.val_fraction)) if spec.val_fraction > 0 else 0
+    n_test = max(1, round(len(docs) * spec.test_fraction)) if spec.test_fraction > 0 else 0
+    if len(docs) - n_val - n_test < 1:
         raise ConfigError(
             f"data: {len(docs)} document(s) are too few to split by document; "
             "use data.split.by=position or give data.val_files"

@@ -1,0 +1,51 @@
+"""lmexp-eval: a checkpoint alone is enough to evaluate, and gives the training run's numbers."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import SMALL_MODEL, TINY
+from lmexp.errors import ConfigError
+from lmexp.evaluate import evaluate
+from lmexp.records import read_summary
+from lmexp.train import train
+
+
+@pytest.fixture
+def trained_run(make_cfg, tmp_path, small_corpus):
+    train(make_cfg([*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=char",
+                    *SMALL_MODEL["native"]], run="trained"))
+    return tmp_path / "trained"
+
+
+def test_eval_reproduces_the_final_metrics_from_the_checkpoint_alone(make_cfg, tmp_path, trained_run):
+    trained = read_summary(trained_run)
+    # Move the checkpoint away from its run directory: the tokenizer and config travel inside it.
+    alone = tmp_path / "elsewhere" / "last.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(trained_run / "checkpoints" / "last.ckpt", alone)
+    metrics = evaluate(make_cfg([f"ckpt_path={alone}", "limit_batches=2"], config_name="eval", run="eval"))
+    for key in ("val/loss", "val/perplexity", "val/acc", "val/f1", "test/loss", "test/perplexity"):
+        assert metrics[key] == pytest.approx(trained["metrics"][key], rel=1e-5), key
+    summary = read_summary(tmp_path / "eval")
+    assert summary["status"] == "completed" and summary["checkpoint"] == str(alone)
+
+
+def test_eval_accepts_a_run_directory_and_other_data(make_cfg, tmp_path, trained_run, small_corpus):
+    metrics = evaluate(make_cfg([f"ckpt_path={trained_run}", "data=text_files",
+                                 f"data.train_files={small_corpus}/doc0*.txt", "splits=[validation]"],
+                                config_name="eval", run="eval"))
+    assert set(metrics) == {"val/loss", "val/perplexity", "val/acc", "val/f1"}
+
+
+def test_eval_errors(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="ckpt_path"):
+        evaluate(make_cfg([], config_name="eval", run="eval"))
+    with pytest.raises(ConfigError, match="no such file"):
+        evaluate(make_cfg([f"ckpt_path={tmp_path}/none.ckpt"], config_name="eval", run="eval"))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        evaluate(make_cfg([f"ckpt_path={bad}"], config_name="eval", run="eval"))
