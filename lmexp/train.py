@@ -47,12 +47,15 @@ def train(cfg: DictConfig) -> float:
     validate(cfg)
 
     import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
+    from pytorch_lightning.utilities import rank_zero_only
 
     from lmexp import build, records
     from lmexp.module import LMModule
 
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Under DDP every rank runs this function; only rank 0 writes the record and the tokenizer.
+    is_main = rank_zero_only.rank == 0
     runtime = hydra_runtime()
     overrides = job_overrides()
     summary: dict = {
@@ -75,7 +78,8 @@ def train(cfg: DictConfig) -> float:
         summary["data_fingerprint"] = datamodule.fingerprint
         summary["preprocessing"] = {"cache_hit": datamodule.cache_hit, "seconds": round(datamodule.preprocess_s, 3)}
         tokenizer = datamodule.tokenizer
-        tokenizer.save_pretrained(run_dir / "tokenizer")
+        if is_main:
+            tokenizer.save_pretrained(run_dir / "tokenizer")
         objective = build.instantiate_or_explain(cfg.objective, "objective", tokenizer=tokenizer)
         datamodule.collate = objective.collate
         model = build.build_model(cfg, tokenizer)
@@ -86,7 +90,7 @@ def train(cfg: DictConfig) -> float:
             name="-".join(overrides) if sweep_group(runtime) else None,
         )
         wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
-        if wandb_logger is not None:
+        if wandb_logger is not None and is_main:
             wandb_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             experiment = wandb_logger.experiment
             mode = "offline" if experiment.settings.mode in ("offline", "dryrun") else experiment.settings.mode
@@ -102,7 +106,7 @@ def train(cfg: DictConfig) -> float:
             decay_embeddings=cfg.get("decay_embeddings", False),
             extra_checkpoint_state={
                 "config": OmegaConf.to_container(cfg, resolve=True),
-                "tokenizer_files": build.tokenizer_files(run_dir / "tokenizer"),
+                "tokenizer_files": build.tokenizer_files(run_dir / "tokenizer") if is_main else {},
                 "wandb_run_id": summary["wandb"]["run_id"] if summary["wandb"] else None,
                 "data_fingerprint": datamodule.fingerprint,
             },
@@ -127,9 +131,11 @@ def train(cfg: DictConfig) -> float:
     finally:
         summary["wall_time_s"] = round(time.perf_counter() - start, 3)
         _finish_wandb(summary["status"] == "completed")
-        records.write_summary(run_dir, summary)
+        if is_main:
+            records.write_summary(run_dir, summary)
 
-    print_results(summary, run_dir)
+    if is_main:
+        print_results(summary, run_dir)
     value = summary["metrics"].get(cfg.optimized_metric)
     return float("nan") if value is None else value
 
