@@ -115,6 +115,9 @@ def train(cfg: DictConfig) -> float:
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
         summary["metrics"] = {"train/loss": _float(trainer.callback_metrics.get("train/loss"))}
+        # The recorded validation metrics cover the split as the test does (the whole split unless
+        # trainer.limit_test_batches says otherwise), not the subset used for periodic validation.
+        trainer.limit_val_batches = trainer.limit_test_batches
         summary["metrics"].update(_floats(trainer.validate(module, datamodule=datamodule, verbose=False)))
         if cfg.get("test", True) and datamodule.has_split("test"):
             summary["metrics"].update(_floats(trainer.test(module, datamodule=datamodule, verbose=False)))
