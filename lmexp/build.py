@@ -15,10 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lmexp.config import choice
+from lmexp.data.classification import ClassificationDataModule
 from lmexp.data.datamodule import LMDataModule
 from lmexp.errors import ConfigError
+from lmexp.models.classifier import Classifier
+from lmexp.objectives.classification import SequenceClassification
 
 log = logging.getLogger(__name__)
+
+# conf/model/from_run.yaml's own keys (see lmexp.init_from), not arguments of the model.
+FROM_RUN_KEYS = ("init_from", "freeze_backbone")
 
 
 def instantiate_or_explain(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -33,7 +39,16 @@ def instantiate_or_explain(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {message}") from None
 
 
-def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None) -> LMDataModule:
+def is_classification(cfg: DictConfig) -> bool:
+    return issubclass(get_class(cfg.objective._target_), SequenceClassification)
+
+
+def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
+                     labels: list | None = None) -> LMDataModule | ClassificationDataModule:
+    """Packed blocks for the LM objectives, labelled examples for classification (`labels`:
+    a fixed label list, e.g. a checkpoint's; None: the train split's)."""
+    if is_classification(cfg):
+        return build_classification_datamodule(cfg, tokenizer_cfg, labels)
     extra = get_class(cfg.objective._target_).extra_tokens
     return LMDataModule(
         source=instantiate_or_explain(cfg.data.source, "data"),
@@ -44,10 +59,41 @@ def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = 
         num_workers=cfg.data.get("num_workers", 0),
         num_proc=cfg.data.get("num_proc"),
         cache_dir=cfg.paths.get("cache_dir"),
+        seed=cfg.get("seed", 0),
     )
 
 
-def build_model(cfg: DictConfig, tokenizer) -> nn.Module:
+def build_classification_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None,
+                                    labels: list | None) -> ClassificationDataModule:
+    if "max_length" not in cfg.data:
+        raise ConfigError(
+            f"objective=classification needs labelled data (data=sst2, trec or labelled_files); "
+            f"data={choice(cfg, 'data')} is unlabelled text"
+        )
+    return ClassificationDataModule(
+        source=instantiate_or_explain(cfg.data.source, "data"),
+        tokenizer=tokenizer_cfg if tokenizer_cfg is not None else cfg.tokenizer,
+        max_length=cfg.data.max_length,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.get("eval_batch_size"),
+        num_workers=cfg.data.get("num_workers", 0),
+        num_proc=cfg.data.get("num_proc"),
+        cache_dir=cfg.paths.get("cache_dir"),
+        max_train_examples=cfg.data.get("max_train_examples"),
+        labels=labels,
+    )
+
+
+def build_objective(cfg: DictConfig, datamodule: LMDataModule | ClassificationDataModule) -> Any:
+    """The objective, after `datamodule.prepare()`; classification also gets the labels and their train counts."""
+    extra = {}
+    if isinstance(datamodule, ClassificationDataModule):
+        extra = {"labels": datamodule.labels, "label_counts": datamodule.label_counts}
+    return instantiate_or_explain(cfg.objective, "objective", tokenizer=datamodule.tokenizer, **extra)
+
+
+def build_model(cfg: DictConfig, tokenizer, objective: Any = None) -> nn.Module:
+    """The model of cfg.model; for a classification objective, inside a Classifier with its head."""
     vocab = len(tokenizer)
     wanted = cfg.model.get("vocab_size")
     if wanted is not None and wanted < vocab:
@@ -58,7 +104,17 @@ def build_model(cfg: DictConfig, tokenizer) -> nn.Module:
     kwargs: dict[str, Any] = {"vocab_size": wanted or vocab}
     if "pad_token_id" in cfg.model and cfg.model.pad_token_id is None:
         kwargs["pad_token_id"] = tokenizer.pad_token_id
-    return instantiate_or_explain(cfg.model, "model", **kwargs)
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in FROM_RUN_KEYS])
+    model = instantiate_or_explain(node, "model", **kwargs)
+    freeze = cfg.model.get("freeze_backbone", False)
+    if not isinstance(objective, SequenceClassification):
+        if freeze:
+            raise ConfigError("model.freeze_backbone=true trains only a classification head: it needs objective=classification")
+        return model
+    try:
+        return Classifier(model, len(objective.labels), objective.pooling, objective.head_dropout, freeze)
+    except ValueError as err:
+        raise ConfigError(f"objective.pooling={objective.pooling}: {err} (model={choice(cfg, 'model')})") from None
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None,
@@ -114,18 +170,23 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 
 def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) -> pl.Trainer:
-    return instantiate_or_explain(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks)
+    from lmexp.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
+
+    return instantiate_or_explain(
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, SaveOnInterrupt()],
+        plugins=[AtomicCheckpointIO()],
+    )
 
 
-def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint fully; anything unreadable is a one-line error, never a fresh start."""
+def load_checkpoint(path: str, key: str = "ckpt_path") -> dict:
+    """Read a checkpoint fully; anything unreadable is a one-line error (naming `key`), never a fresh start."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for truncated or foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({reason})") from None
+        raise ConfigError(f"{key}={path}: not a readable checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f"ckpt_path={path}: not a Lightning checkpoint (no state_dict)")
+        raise ConfigError(f"{key}={path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint
 
 

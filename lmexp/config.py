@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lmexp.errors import ConfigError
+from lmexp.sweep import hydra_runtime, sweep_group
 
 
 def config_dir() -> str:
@@ -61,7 +62,8 @@ def validate(cfg: DictConfig) -> None:
 
     model_attention = cfg.model.get("attention")
     needed = cfg.objective.get("attention")
-    if needed and model_attention and needed != model_attention:
+    # "any": the objective serves both kinds (classification).
+    if needed and needed != "any" and model_attention and needed != model_attention:
         kind = {"causal": "a causal decoder", "bidirectional": "a bidirectional encoder"}
         raise ConfigError(
             f"model={choice(cfg, 'model')} is {kind.get(model_attention, model_attention)} and cannot serve "
@@ -69,11 +71,16 @@ def validate(cfg: DictConfig) -> None:
             f"(pick another model, or set model.attention={needed} for a native model)"
         )
 
-    block = cfg.data.get("block_size")
     context = cfg.model.get("max_seq_len")
-    if block is not None and context is not None and block > context:
+    for key in ("block_size", "max_length"):
+        length = cfg.data.get(key)
+        if length is not None and context is not None and length > context:
+            raise ConfigError(f"data.{key}={length} is larger than the model's context model.max_seq_len={context}")
+
+    if cfg.get("resume") and sweep_group(hydra_runtime()) is None:
         raise ConfigError(
-            f"data.block_size={block} is larger than the model's context model.max_seq_len={context}"
+            "resume=true re-runs the unfinished jobs of a sweep (lmexp-train -m ... hydra.sweep.dir=<sweep dir> "
+            "resume=true); to continue a single run use ckpt_path=last or ckpt_path=<run dir>"
         )
 
     ckpt = cfg.get("ckpt_path")

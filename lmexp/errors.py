@@ -6,3 +6,7 @@ class ConfigError(Exception):
 
     The message must name the config key or file and say what was expected.
     """
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops, its last good checkpoint stays."""

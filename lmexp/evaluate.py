@@ -26,16 +26,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     from lmexp import build, records
     from lmexp.module import LMModule
+    from lmexp.runs import load_lmexp_checkpoint
     from lmexp.train import print_results
 
     start = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root)
-    checkpoint = build.load_checkpoint(ckpt_path)
-    state = checkpoint.get("lmexp")
-    if not state or "config" not in state:
-        raise ConfigError(f"ckpt_path={ckpt_path}: not an lmexp checkpoint (no lmexp config inside)")
+    checkpoint = load_lmexp_checkpoint(ckpt_path)
+    state = checkpoint["lmexp"]
 
     train_cfg = OmegaConf.create(state["config"])
     with open_dict(train_cfg):
@@ -46,11 +45,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     build.restore_tokenizer(state["tokenizer_files"], tokenizer_dir)
     tokenizer_cfg = {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "pretrained",
                      "name_or_path": str(tokenizer_dir)}
-    datamodule = build.build_datamodule(train_cfg, tokenizer_cfg)
+    # A classifier keeps the label ids it was trained with, whatever data it is evaluated on.
+    datamodule = build.build_datamodule(train_cfg, tokenizer_cfg, labels=state.get("labels"))
     datamodule.prepare()
-    objective = build.instantiate_or_explain(train_cfg.objective, "objective", tokenizer=datamodule.tokenizer)
+    objective = build.build_objective(train_cfg, datamodule)
     datamodule.collate = objective.collate
-    module = LMModule(build.build_model(train_cfg, datamodule.tokenizer), objective, optimizer=None)
+    module = LMModule(build.build_model(train_cfg, datamodule.tokenizer, objective), objective, optimizer=None)
     module.load_state_dict(checkpoint["state_dict"])
 
     limit = cfg.get("limit_batches") or 1.0
@@ -62,7 +62,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for split in cfg.splits:
         if not datamodule.has_split(split):
-            raise ConfigError(f"splits: the data has no '{split}' split (has {sorted(datamodule.blocks)})")
+            present = [s for s in ("train", "validation", "test") if datamodule.has_split(s)]
+            raise ConfigError(f"splits: the data has no '{split}' split (has {present})")
         run = trainer.validate if split == "validation" else trainer.test
         for result in run(module, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in result.items()})

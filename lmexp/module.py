@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any, Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lmexp.errors import TrainingDiverged
 from lmexp.optim import param_groups
+
+EVAL_SEED = 1234
+
+
+def numpy_rng_state() -> tuple:
+    """NumPy's RNG state with its key array as a tensor: loadable by torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
 
 
 class LMModule(pl.LightningModule):
@@ -29,28 +40,51 @@ class LMModule(pl.LightningModule):
         self.decay_embeddings = decay_embeddings
         # Saved into every checkpoint (resolved config, tokenizer dir, W&B run id, ...).
         self.extra_checkpoint_state = extra_checkpoint_state or {}
-        self.val_metrics = objective.metrics(model.vocab_size).clone(prefix="val/")
-        self.test_metrics = objective.metrics(model.vocab_size).clone(prefix="test/")
+        # The model's output width: its vocabulary, or a classifier's number of classes.
+        outputs = getattr(model, "num_classes", None) or model.vocab_size
+        self.val_metrics = objective.metrics(outputs).clone(prefix="val/")
+        self.test_metrics = objective.metrics(outputs).clone(prefix="test/")
+        self._eval_generator: torch.Generator | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"))
 
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # Evaluation draws its randomness (MLM masks) from its own seeded generator, so every
+        # validation pass is scored on the same masks and training's random stream is untouched.
+        generator = None if self.trainer.training else self._eval_generator
+        return self.objective.prepare_batch(batch, generator)
+
+    def _reset_eval_generator(self) -> None:
+        self._eval_generator = torch.Generator(device=self.device).manual_seed(EVAL_SEED)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval_generator()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval_generator()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.objective.loss(self(batch), batch)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at step {self.global_step}; the last checkpoint before it is kept"
+            )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
-    def _evaluate(self, batch: dict, metrics, stage: str) -> None:
-        logits = self(batch)
-        metrics.update(*self.objective.predicted(logits, batch))
+    def _evaluate(self, batch: dict, metrics, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, target = self.objective.predicted(self(batch), batch)
+        metrics.update(logits, target)
         self.log_dict(metrics, prog_bar=stage == "val")
+        return logits, target  # for callbacks (the confusion matrix)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+    def validation_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._evaluate(batch, self.val_metrics, "val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+    def test_step(self, batch: dict, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._evaluate(batch, self.test_metrics, "test")
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(param_groups(self.model, self.decay_embeddings))
@@ -62,3 +96,21 @@ class LMModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lmexp"] = dict(self.extra_checkpoint_state)
+        # Random streams (dropout, masking) continue exactly where they were after a resume.
+        checkpoint["lmexp_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": numpy_rng_state(),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("lmexp_rng")
+        if rng is None:
+            return
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(rng["python"])

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 SUMMARY = "summary.json"
 # Keys that say where a run writes, not what it computes: left out of the config hash.
-NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "ckpt_path", "tags", "task_name")
+NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "ckpt_path", "tags", "task_name",
+                        "resume", "fail_fast")  # the last two: lmexp.sweep.SWEEP_SWITCHES
 
 
 def config_hash(cfg: DictConfig) -> str:

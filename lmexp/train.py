@@ -6,6 +6,7 @@ API; `main()` is the console script (`lmexp-train`, `python -m lmexp.train`).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -16,30 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, validate
 from lmexp.errors import ConfigError
+from lmexp.sweep import hydra_runtime, job_overrides, run_job, sweep_group
 
 log = logging.getLogger("lmexp")
 
 METRIC_ORDER = ("loss", "perplexity", "acc", "f1", "precision", "recall", "mcc")
-
-
-def hydra_runtime() -> DictConfig | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
-def job_overrides() -> list[str]:
-    runtime = hydra_runtime()
-    return list(runtime.overrides.task) if runtime is not None else []
-
-
-def sweep_group(runtime: DictConfig | None) -> str | None:
-    """The sweep's id (its directory name) for a multirun job, else None."""
-    from hydra.types import RunMode
-
-    if runtime is None or runtime.mode != RunMode.MULTIRUN:
-        return None
-    return Path(runtime.sweep.dir).name
 
 
 def train(cfg: DictConfig) -> float:
@@ -49,7 +31,8 @@ def train(cfg: DictConfig) -> float:
     import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
     from pytorch_lightning.utilities import rank_zero_only
 
-    from lmexp import build, records
+    from lmexp import build, init_from, records
+    from lmexp.confusion import ConfusionMatrix
     from lmexp.module import LMModule
 
     run_dir = Path(cfg.paths.output_dir)
@@ -73,16 +56,24 @@ def train(cfg: DictConfig) -> float:
         summary["resumed_from"] = ckpt_path
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-        datamodule = build.build_datamodule(cfg)
+        # model=from_run: the architecture, the tokenizer and (once built) the weights of an earlier run.
+        pretrained = init_from.adopt(cfg) if cfg.model.get("init_from") else None
+        datamodule = build.build_datamodule(cfg, pretrained.tokenizer_config(cfg.paths.cache_dir) if pretrained else None)
         datamodule.prepare()
         summary["data_fingerprint"] = datamodule.fingerprint
         summary["preprocessing"] = {"cache_hit": datamodule.cache_hit, "seconds": round(datamodule.preprocess_s, 3)}
         tokenizer = datamodule.tokenizer
         if is_main:
             tokenizer.save_pretrained(run_dir / "tokenizer")
-        objective = build.instantiate_or_explain(cfg.objective, "objective", tokenizer=tokenizer)
+        objective = build.build_objective(cfg, datamodule)
         datamodule.collate = objective.collate
-        model = build.build_model(cfg, tokenizer)
+        model = build.build_model(cfg, tokenizer, objective)
+        if pretrained is not None:
+            pretrained.load_weights(model)
+        labels = getattr(objective, "labels", None)  # classification: the label of each class id
+        if labels is not None and is_main:
+            (run_dir / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
+            summary["test_split"] = datamodule.split_origins.get("test")
 
         wandb_id = (checkpoint or {}).get("lmexp", {}).get("wandb_run_id")
         loggers = build.build_loggers(
@@ -97,6 +88,8 @@ def train(cfg: DictConfig) -> float:
             summary["wandb"] = {"mode": mode, "run_id": experiment.id, "dir": experiment.dir}
 
         callbacks = build.build_callbacks(cfg)
+        if labels is not None:
+            callbacks.append(ConfusionMatrix(labels, run_dir))
         trainer = build.build_trainer(cfg, loggers, callbacks)
         module = LMModule(
             model=model,
@@ -109,6 +102,7 @@ def train(cfg: DictConfig) -> float:
                 "tokenizer_files": build.tokenizer_files(run_dir / "tokenizer") if is_main else {},
                 "wandb_run_id": summary["wandb"]["run_id"] if summary["wandb"] else None,
                 "data_fingerprint": datamodule.fingerprint,
+                "labels": labels,
             },
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -185,10 +179,17 @@ def print_results(summary: dict, run_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     try:
+        if sweep_group(hydra_runtime()) is not None:  # a -m sweep job: a failure is recorded, the sweep goes on
+            return run_job(cfg, train)
         return train(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and err.code not in (None, 0):
+            raise
+        print(f"interrupted: resume with ckpt_path={cfg.paths.output_dir}", file=sys.stderr)
+        sys.exit(130)
 
 
 def main() -> None:

@@ -47,7 +47,8 @@ def test_masked_lm_follows_the_80_10_10_rule_and_never_masks_specials(tokenizer)
     rows = torch.randint(len(special), len(tokenizer), (64, 512))
     rows[:, ::7] = tokenizer.eos_token_id
     rows[:, 3::11] = tokenizer.pad_token_id
-    batch = objective.collate(rows)
+    assert torch.equal(objective.collate(rows)["input_ids"], rows)  # masking happens on the device
+    batch = objective.prepare_batch(objective.collate(rows))
     chosen = batch["labels"] != IGNORE
     assert torch.equal(batch["labels"][chosen], rows[chosen])
     assert not chosen[torch.isin(rows, torch.tensor(special))].any()
@@ -64,3 +65,11 @@ def test_masked_lm_follows_the_80_10_10_rule_and_never_masks_specials(tokenizer)
 def test_masked_lm_bad_probabilities(tokenizer):
     with pytest.raises(ConfigError, match="mlm_probability"):
         MaskedLM(tokenizer, attention="bidirectional", mlm_probability=1.5)
+
+
+def test_masked_lm_masks_are_reproducible_with_a_generator(tokenizer):
+    objective = MaskedLM(tokenizer, attention="bidirectional")
+    rows = torch.randint(6, len(tokenizer), (4, 64))
+    first = objective.prepare_batch({"input_ids": rows}, torch.Generator().manual_seed(3))
+    second = objective.prepare_batch({"input_ids": rows}, torch.Generator().manual_seed(3))
+    assert torch.equal(first["input_ids"], second["input_ids"]) and torch.equal(first["labels"], second["labels"])

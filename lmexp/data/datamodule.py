@@ -6,11 +6,8 @@ everything that changes its result, so a second identical run only memory-maps a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,12 +15,12 @@ from typing import Any, Callable
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from lmexp.data.packing import TokenBlocks, pack_into_blocks, smallest_dtype
+from lmexp.data.cache import cache_key, load_or_build
+from lmexp.data.packing import ResumableRandomSampler, TokenBlocks, pack_into_blocks, smallest_dtype
 from lmexp.data.sources import Corpus
 from lmexp.errors import ConfigError
 
@@ -31,10 +28,6 @@ log = logging.getLogger(__name__)
 
 # Bump when the preprocessing code changes what it writes, so old caches are not reused.
 CACHE_FORMAT = 1
-
-
-def cache_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def tokenize_and_pack(corpus: Corpus, tokenizer, block_size: int, num_proc: int | None) -> dict[str, np.ndarray]:
@@ -80,6 +73,7 @@ class LMDataModule(pl.LightningDataModule):
         num_proc: int | None = None,
         cache_dir: str | None = None,
         collate: Callable | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -91,6 +85,8 @@ class LMDataModule(pl.LightningDataModule):
         self.num_proc = num_proc
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.collate = collate
+        self.seed = seed
+        self.samples_to_skip = 0  # set when resuming mid-epoch (see load_state_dict)
         self.tokenizer = None
         self.blocks: dict[str, np.ndarray] = {}
         self.fingerprint: str | None = None
@@ -111,19 +107,9 @@ class LMDataModule(pl.LightningDataModule):
             "format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg,
             "block_size": self.block_size, "shape": "packed_blocks",
         })
-        if self.cache_dir is None:
-            self._build(corpus, tokenizer_cfg)
-        else:
-            target = self.cache_dir / "preprocessed" / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # The lock keeps two processes (joblib jobs, DDP ranks) from building one entry twice.
-            with FileLock(str(target) + ".lock"):
-                if (target / "meta.json").exists():
-                    self._load(target)
-                    self.cache_hit = True
-                else:
-                    self._build(corpus, tokenizer_cfg)
-                    self._save(target)
+        self.cache_hit = load_or_build(
+            self.cache_dir, key, lambda: self._build(corpus, tokenizer_cfg), self._save, self._load
+        )
         self.preprocess_s = time.perf_counter() - start
         log.info(
             "preprocessing %s (%.2fs): %s",
@@ -137,15 +123,11 @@ class LMDataModule(pl.LightningDataModule):
         self.tokenizer = instantiate(tokenizer_cfg, texts=train_texts)
         self.blocks = tokenize_and_pack(corpus, self.tokenizer, self.block_size, self.num_proc)
 
-    def _save(self, target: Path) -> None:
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.tokenizer.save_pretrained(tmp / "tokenizer")
+    def _save(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(directory / "tokenizer")
         for name, array in self.blocks.items():
-            np.save(tmp / f"{name}.npy", array)
-        (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "splits": list(self.blocks)}))
-        os.replace(tmp, target)  # atomic: a half-written entry is never seen as a cache hit
+            np.save(directory / f"{name}.npy", array)
+        (directory / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "splits": list(self.blocks)}))
 
     def _load(self, target: Path) -> None:
         from transformers import AutoTokenizer
@@ -160,28 +142,38 @@ class LMDataModule(pl.LightningDataModule):
     def num_tokens(self, name: str) -> int:
         return int(self.blocks[name].size) if name in self.blocks else 0
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
         if not self.blocks:
             raise RuntimeError("LMDataModule.prepare() must run before the loaders are asked for")
         return DataLoader(
             TokenBlocks(self.blocks[name]),
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
+            batch_size=self.batch_size if sampler is not None else self.eval_batch_size,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=self.collate,
+            # Its own generator: making an iterator then draws nothing from the global RNG, whose
+            # stream (dropout) must not depend on when loaders were created (resume exactness).
+            generator=torch.Generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        sampler = ResumableRandomSampler(len(self.blocks["train"]), self.seed)
+        sampler.skip, self.samples_to_skip = self.samples_to_skip, 0
+        return self._loader("train", sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints: how far into the current epoch training got."""
+        if self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_samples_done_in_epoch": done * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.samples_to_skip = state.get("train_samples_done_in_epoch", 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
+        return self._loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def batch_of(self, name: str, size: int) -> torch.Tensor:
-        """The first `size` blocks of a split (for benchmarks and sanity checks)."""
-        return torch.from_numpy(np.asarray(self.blocks[name][:size]).astype(np.int64))
+        return self._loader("test")

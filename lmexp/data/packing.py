@@ -39,3 +39,32 @@ class TokenBlocks(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         return torch.from_numpy(self.blocks[np.asarray(indices)].astype(np.int64))
+
+
+class ResumableRandomSampler(torch.utils.data.Sampler[int]):
+    """A seeded random order per epoch that can start part-way through an epoch.
+
+    The order depends only on (seed, epoch), never on the global RNG, so a run resumed from a
+    mid-epoch checkpoint continues with exactly the samples an uninterrupted run would see next.
+    Lightning calls `set_epoch`; the data module sets `skip` from the checkpoint.
+    """
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        start, self.skip = self.skip, 0  # skipping applies to the first epoch after a resume only
+        return iter(order[start:])
+
+    def __len__(self) -> int:
+        # The full epoch: Lightning sizes every epoch from this, and ends the shortened first
+        # epoch after a resume by its own restored batch count.
+        return self.num_samples

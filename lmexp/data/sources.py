@@ -13,7 +13,7 @@ import hashlib
 import os
 import sysconfig
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
@@ -27,6 +27,8 @@ SPLITS = ("train", "validation", "test")
 class Corpus:
     splits: DatasetDict
     fingerprint: str
+    # Where each split came from, for the run record (e.g. {"test": "dev.tsv"}); empty if not said.
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +126,26 @@ def split_documents(docs: list[str], spec: SplitSpec) -> dict[str, list[str]]:
     return {name: part for name, part in parts.items() if part}
 
 
+def carve_missing_splits(parts: dict[str, Dataset], spec: SplitSpec) -> list[str]:
+    """Cut the validation/test splits missing from `parts` out of parts["train"] (a seeded
+    random split of the rows); returns the names of the splits carved."""
+    missing = [s for s in ("validation", "test") if s not in parts]
+    val_fraction = spec.val_fraction if "validation" in missing else 0.0
+    test_fraction = spec.test_fraction if "test" in missing else 0.0
+    held = val_fraction + test_fraction
+    if held <= 0:
+        return []
+    cut = parts["train"].train_test_split(test_size=held, seed=spec.seed, shuffle=True)
+    parts["train"] = cut["train"]
+    if val_fraction and test_fraction:
+        rest = cut["test"].train_test_split(test_size=test_fraction / held, seed=spec.seed)
+        parts["validation"], parts["test"] = rest["train"], rest["test"]
+        return ["validation", "test"]
+    carved = "validation" if val_fraction else "test"
+    parts[carved] = cut["test"]
+    return [carved]
+
+
 class TextFiles:
     """Local text files: globs for train and, optionally, validation and test.
 
@@ -191,6 +213,18 @@ class PythonStdlib(TextFiles):
         super().__init__(train_files=files[:max_files] if max_files else files, document="file", split=split)
 
 
+def load_hub(path: str, name: str | None = None, key: str = "data.path", **options) -> DatasetDict:
+    """`datasets.load_dataset(path, name, **options)`, its usual failures as one-line errors."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(path, name, **options)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{key}={path}: {str(err).splitlines()[0]}") from None
+    except ConnectionError as err:
+        raise ConfigError(f"{key}={path}: cannot reach the hub ({err}); use local data_files") from None
+
+
 class HubDataset:
     """Anything `datasets.load_dataset` reads: a hub name online, or `text`/`csv`/`json` with
     local `data_files`. `splits` maps our split names to the data set's split names."""
@@ -212,19 +246,12 @@ class HubDataset:
         self.cache_dir = cache_dir
 
     def load(self) -> Corpus:
-        from datasets import load_dataset
-
         data_files = self.data_files
         if isinstance(data_files, Mapping):
             data_files = {k: (v if isinstance(v, str) else list(v)) for k, v in data_files.items() if v is not None}
         elif data_files is not None and not isinstance(data_files, str):
             data_files = list(data_files)
-        try:
-            loaded = load_dataset(self.path, self.name, data_files=data_files, cache_dir=self.cache_dir)
-        except FileNotFoundError as err:
-            raise ConfigError(f"data.path={self.path}: {str(err).splitlines()[0]}") from None
-        except ConnectionError as err:
-            raise ConfigError(f"data.path={self.path}: cannot reach the hub ({err}); use local data_files") from None
+        loaded = load_hub(self.path, self.name, data_files=data_files, cache_dir=self.cache_dir)
         hasher = hashlib.sha256(f"{self.path}|{self.name}|{self.split}".encode())
         parts: dict[str, Dataset] = {}
         for ours, theirs in self.split_names.items():
@@ -244,23 +271,7 @@ class HubDataset:
             parts[ours] = ds
         if "train" not in parts:
             raise ConfigError(f"data: {self.path} has no split named '{self.split_names['train']}' (has {list(loaded)})")
-        missing = [s for s in ("validation", "test") if s not in parts]
-        if missing:
-            carve = SplitSpec(
-                val_fraction=self.split.val_fraction if "validation" in missing else 0.0,
-                test_fraction=self.split.test_fraction if "test" in missing else 0.0,
-                by="document",
-                seed=self.split.seed,
-            )
-            held = carve.val_fraction + carve.test_fraction
-            if held > 0:
-                cut = parts["train"].train_test_split(test_size=held, seed=carve.seed, shuffle=True)
-                parts["train"] = cut["train"]
-                if carve.val_fraction and carve.test_fraction:
-                    rest = cut["test"].train_test_split(test_size=carve.test_fraction / held, seed=carve.seed)
-                    parts["validation"], parts["test"] = rest["train"], rest["test"]
-                else:
-                    parts["validation" if carve.val_fraction else "test"] = cut["test"]
+        carve_missing_splits(parts, self.split)
         splits = DatasetDict({name: parts[name] for name in SPLITS if name in parts})
         return Corpus(splits=splits, fingerprint=hasher.hexdigest()[:16])
 

@@ -30,6 +30,10 @@ class TokenObjective:
         self.monitor = monitor
         self.monitor_mode = monitor_mode
 
+    def prepare_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """Per-step work on the device, after the loader (e.g. random masking). Default: none."""
+        return batch
+
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE)
 

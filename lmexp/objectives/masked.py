@@ -34,17 +34,24 @@ class MaskedLM(TokenObjective):
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
     def collate(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        input_ids = rows.clone()
-        labels = rows.clone()
-        chance = torch.full(rows.shape, self.mlm_probability)
-        chance[torch.isin(rows, self.special_ids)] = 0.0
-        chosen = torch.bernoulli(chance).bool()
-        labels[~chosen] = IGNORE
-        to_mask = chosen & torch.bernoulli(torch.full(rows.shape, self.mask_replace_prob)).bool()
-        input_ids[to_mask] = self.mask_token_id
+        # Masking waits for prepare_batch: there it runs on the device, in step order, which keeps
+        # a resumed run's masks identical to an uninterrupted run's.
+        return {"input_ids": rows}
+
+    def prepare_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        rows = batch["input_ids"]
+
+        def draw(probability: float) -> torch.Tensor:
+            return torch.rand(rows.shape, device=rows.device, generator=generator) < probability
+
+        special = torch.isin(rows, self.special_ids.to(rows.device))
+        chosen = draw(self.mlm_probability) & ~special
+        labels = torch.where(chosen, rows, torch.full_like(rows, IGNORE))
+        to_mask = chosen & draw(self.mask_replace_prob)
         # Of what is left, the share that gets a random token is random / (1 - mask).
         rest = 1.0 - self.mask_replace_prob
-        p_random = self.random_replace_prob / rest if rest > 0 else 0.0
-        to_random = chosen & ~to_mask & torch.bernoulli(torch.full(rows.shape, p_random)).bool()
-        input_ids[to_random] = torch.randint(self.vocab_size, rows.shape)[to_random]
-        return {"input_ids": input_ids, "labels": labels}
+        to_random = chosen & ~to_mask & draw(self.random_replace_prob / rest if rest > 0 else 0.0)
+        random_tokens = torch.randint(self.vocab_size, rows.shape, device=rows.device, generator=generator)
+        input_ids = torch.where(to_mask, torch.full_like(rows, self.mask_token_id), rows)
+        input_ids = torch.where(to_random, random_tokens, input_ids)
+        return {**batch, "input_ids": input_ids, "labels": labels}

@@ -1,0 +1,194 @@
+"""The LightningDataModule for sequence classification: labelled source → tokenizer → token ids
+and a label id per example → batches padded to their longest example (the objective's collator).
+
+Label ids follow the sorted labels of the train split, or a given list (a checkpoint's, so an
+evaluation uses the model's mapping). Preprocessing is cached like the LM data's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytorch_lightning as pl
+from datasets import Dataset, DatasetDict, load_from_disk
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from lmexp.data.cache import cache_key, load_or_build
+from lmexp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Bump when the preprocessing code changes what it writes, so old caches are not reused.
+CACHE_FORMAT = 1
+
+
+def check_labels(splits: dict[str, Dataset], labels: list, origins: dict[str, str], whose: str) -> None:
+    """Every label of every split must be one of `labels`: an unknown one has no class id."""
+    known = set(labels)
+    for name, split in splits.items():
+        unknown = sorted(set(split["label"]) - known, key=str)
+        if unknown:
+            shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+            raise ConfigError(
+                f"data: label {unknown[0]!r} in the {name} split ({origins.get(name, name)}) is not one of "
+                f"the {whose} {len(labels)} labels ({shown})"
+            )
+
+
+def truncate_pair(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """Drop tokens from the end of the longer text until both fit in `budget` (BERT's longest_first)."""
+    first, second = list(first), list(second)
+    while len(first) + len(second) > budget:
+        (first if len(first) > len(second) else second).pop()
+    return first, second
+
+
+def example_encoder(tokenizer, max_length: int, label_ids: dict) -> Callable[[dict], dict]:
+    """A batched `map` function: text (, text_pair) → input_ids = [cls] text [sep] pair [eos],
+    at most max_length ids; label → its id. Special tokens the tokenizer lacks are left out
+    (a missing sep or eos is replaced by the other: GPT-2 has only eos, BERT only sep)."""
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    end_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    start, sep, end = ([i] if i is not None else [] for i in (tokenizer.cls_token_id, sep_id, end_id))
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        pair = "text_pair" in batch
+        budget = max_length - len(start) - len(end) - (len(sep) if pair else 0)
+        if budget < 1:
+            raise ConfigError(f"data.max_length={max_length} leaves no room for text besides the special tokens")
+        first = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        if pair:
+            second = tokenizer(batch["text_pair"], add_special_tokens=False)["input_ids"]
+            rows = [start + a + sep + b + end for a, b in (truncate_pair(a, b, budget) for a, b in zip(first, second))]
+        else:
+            rows = [start + a[:budget] + end for a in first]
+        return {"input_ids": rows, "label": [label_ids[label] for label in batch["label"]]}
+
+    return encode
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """Labelled examples for objective=classification.
+
+    Call `prepare()` before building the objective and the model: the tokenizer, the labels and
+    their train counts come from here. The objective's collator is set afterwards with `collate`.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        tokenizer: DictConfig | dict,
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_proc: int | None = None,
+        cache_dir: str | None = None,
+        max_train_examples: int | None = None,
+        labels: list | None = None,
+        collate: Callable | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.tokenizer_cfg = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.num_proc = num_proc
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.max_train_examples = max_train_examples
+        self.given_labels = list(labels) if labels is not None else None
+        self.collate = collate
+        self.tokenizer = None
+        self.labels: list = []
+        self.label_counts: list[int] = []
+        self.examples: dict[str, Dataset] = {}
+        self.split_origins: dict[str, str] = {}
+        self.fingerprint: str | None = None
+        self.cache_hit = False
+        self.preprocess_s = 0.0
+
+    def prepare(self) -> None:
+        if self.tokenizer is not None:
+            return
+        start = time.perf_counter()
+        corpus = self.source.load()
+        splits = dict(corpus.splits)
+        if self.max_train_examples:
+            splits["train"] = splits["train"].select(range(min(self.max_train_examples, len(splits["train"]))))
+        self.fingerprint = corpus.fingerprint
+        self.split_origins = corpus.origins
+        self.labels = self.given_labels or sorted(set(splits["train"]["label"]))
+        check_labels(splits, self.labels, corpus.origins, "checkpoint's" if self.given_labels else "train split's")
+        tokenizer_cfg = (
+            OmegaConf.to_container(self.tokenizer_cfg, resolve=True)
+            if isinstance(self.tokenizer_cfg, DictConfig) else dict(self.tokenizer_cfg)
+        )
+        key = cache_key({
+            "format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg, "labels": self.labels,
+            "max_length": self.max_length, "max_train_examples": self.max_train_examples, "shape": "classification",
+        })
+        self.cache_hit = load_or_build(
+            self.cache_dir, key, lambda: self._build(splits, tokenizer_cfg), self._save, self._load
+        )
+        self.label_counts = np.bincount(self.examples["train"]["label"], minlength=len(self.labels)).tolist()
+        self.preprocess_s = time.perf_counter() - start
+        log.info(
+            "preprocessing %s (%.2fs): %d labels; %s",
+            "loaded from cache" if self.cache_hit else "built", self.preprocess_s, len(self.labels),
+            ", ".join(f"{name} {len(ds)} examples" for name, ds in self.examples.items()),
+        )
+
+    def _build(self, splits: dict[str, Dataset], tokenizer_cfg: dict) -> None:
+        train = splits["train"]
+        texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train.column_names else [])
+        self.tokenizer = instantiate(tokenizer_cfg, texts=texts)
+        encode = example_encoder(self.tokenizer, self.max_length, {label: i for i, label in enumerate(self.labels)})
+        self.examples = {
+            name: split.map(
+                encode, batched=True, batch_size=1000, remove_columns=split.column_names,
+                keep_in_memory=True, num_proc=self.num_proc, desc=f"tokenizing {name}",
+            )
+            for name, split in splits.items()
+        }
+
+    def _save(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(directory / "tokenizer")
+        DatasetDict(self.examples).save_to_disk(str(directory / "examples"))
+
+    def _load(self, directory: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
+        self.examples = dict(load_from_disk(str(directory / "examples")))
+
+    def has_split(self, name: str) -> bool:
+        return name in self.examples
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if not self.examples:
+            raise RuntimeError("ClassificationDataModule.prepare() must run before the loaders are asked for")
+        return DataLoader(
+            self.examples[name],
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,196 @@
+"""`lmexp generate`: sample text from a causal LM run. `lmexp fill-mask`: probe a masked LM run.
+
+    lmexp generate outputs/runs/<run> --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 50
+    lmexp fill-mask outputs/runs/<run> "The capital of France is <mask>." --top-k 5
+
+Both read the model, tokenizer and training config from the run's checkpoint (lmexp.runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lmexp.errors import ConfigError
+
+RUN_HELP = "a run directory (its checkpoints/last.ckpt), a .ckpt file, or 'last' (the newest run under outputs/)"
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """`text` as the start of a document: training ends every document with EOS, so the
+    model has seen each document begin right after one (and an empty prompt means "a new document")."""
+    return [tokenizer.eos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def sampling_filter(temperature: float, top_k: int | None, top_p: float | None):
+    """transformers' warpers, in generate()'s order: scale by 1/temperature, keep the top_k
+    logits, then the smallest set of tokens whose probabilities add up to top_p; the rest → -inf."""
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(float(temperature))])
+    if top_k is not None:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p is not None and top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    stop_id: int | None = None,
+    on_token: Callable[[int], None] | None = None,
+) -> list[int]:
+    """Continue `ids` one token at a time and return the new tokens (`stop_id` included if met).
+
+    Temperature 0 is greedy decoding. The model reads at most its max_seq_len last tokens (a
+    sliding window, as nanoGPT's sample.py); every step runs the whole window, which works for
+    any lmexp model, native or transformers, at the price of a key/value cache.
+    """
+    device = next(model.parameters()).device
+    context = torch.tensor([ids], device=device)
+    warpers = sampling_filter(temperature, top_k, top_p) if temperature > 0 else None
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = model(context[:, -model.max_seq_len:])[:, -1].float()
+        if warpers is None:
+            token = logits.argmax(dim=-1, keepdim=True)
+        else:
+            token = torch.multinomial(warpers(context, logits).softmax(dim=-1), 1, generator=generator)
+        context = torch.cat([context, token], dim=1)
+        new.append(token.item())
+        if on_token is not None:
+            on_token(new[-1])
+        if new[-1] == stop_id:
+            break
+    return new
+
+
+def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int) -> list[list[tuple[str, float]]]:
+    """For each mask token in `text`, in order: the top_k (token, probability) predictions."""
+    ids = prompt_ids(tokenizer, text)
+    positions = [i for i, token in enumerate(ids) if token == tokenizer.mask_token_id]
+    if not positions:
+        raise ConfigError(f"the text has no mask token; mark each word to predict as {tokenizer.mask_token}")
+    if len(ids) > model.max_seq_len:
+        raise ConfigError(f"the text is {len(ids)} tokens long; the model reads at most {model.max_seq_len}")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        probs = model(torch.tensor([ids], device=device))[0, positions].float().softmax(dim=-1)
+    top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return [
+        [(tokenizer.decode([token]), p) for token, p in zip(tokens.tolist(), ps.tolist())]
+        for tokens, ps in zip(top.indices, top.values)
+    ]
+
+
+def _generate(run, options: argparse.Namespace) -> None:
+    from transformers import TextStreamer
+
+    if run.objective != "causal_lm":
+        hint = f"; use `lmexp fill-mask {options.run} \"... {run.tokenizer.mask_token} ...\"`" \
+            if run.objective == "masked_lm" else ""
+        raise ConfigError(f"{options.run} is a {run.objective} run; generate needs a causal_lm run{hint}")
+    if options.prompt_file is not None:
+        try:
+            with open(options.prompt_file) as f:
+                prompts = [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as err:
+            raise ConfigError(f"--prompt-file {options.prompt_file}: {err.strerror}") from None
+    else:
+        prompts = [options.prompt]
+    model = run.model.to(options.device)
+    generator = torch.Generator(options.device).manual_seed(options.seed)
+    stop_id = run.tokenizer.eos_token_id if options.stop_at_eos else None
+    for prompt in prompts:
+        for _ in range(options.num_samples):
+            # Prints the prompt, then each token as it comes, holding back only an unfinished
+            # character (a byte of a multi-byte character) or word until it is complete.
+            streamer = TextStreamer(run.tokenizer)
+            ids = prompt_ids(run.tokenizer, prompt)
+            streamer.put(torch.tensor(ids[1:]))
+            sample(model, ids, options.max_new_tokens, options.temperature, options.top_k, options.top_p,
+                   generator, stop_id, on_token=lambda token: streamer.put(torch.tensor([token])))
+            streamer.end()
+            print("-" * 15, flush=True)
+
+
+def _fill_mask(run, options: argparse.Namespace) -> None:
+    if run.objective != "masked_lm":
+        hint = f"; use `lmexp generate {options.run}`" if run.objective == "causal_lm" else ""
+        raise ConfigError(f"{options.run} is a {run.objective} run; fill-mask needs a masked_lm run{hint}")
+    predictions = fill_mask(run.model.to(options.device), run.tokenizer, options.text, options.top_k)
+    for n, best in enumerate(predictions, start=1):
+        print(f"{run.tokenizer.mask_token} {n} of {len(predictions)}:")
+        for token, p in best:
+            print(f"  {p:8.2%}  {token!r}")
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"lmexp {command}")
+    parser.add_argument("run", help=RUN_HELP)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=device, help=f"torch device (default: {device})")
+    if command == "fill-mask":
+        parser.description = "Top-k predictions, with probabilities, for each mask token of a masked LM run."
+        parser.add_argument("text", help="text with one or more mask tokens, spelled as the run's tokenizer does (e.g. <mask>)")
+        parser.add_argument("--top-k", type=int, default=5, help="predictions per mask (default: 5)")
+        return parser
+    parser.description = "Sample text from a causal LM run, streamed as it is produced."
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="", help="text to continue (default: empty, a new document)")
+    prompt.add_argument("--prompt-file", help="a file of prompts, one per non-empty line")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy decoding (default: 1.0)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, default=None, help="sample from the smallest set of tokens with this much probability")
+    parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default: 1)")
+    parser.add_argument("--seed", type=int, default=1337, help="same seed, same samples (default: 1337)")
+    parser.add_argument("--stop-at-eos", action="store_true", help="end a sample at the end-of-document token")
+    return parser
+
+
+def _check(command: str, options: argparse.Namespace) -> None:
+    """Bad numbers are reported before the model loads."""
+    problems = [(options.top_k is not None and options.top_k < 1, "--top-k must be >= 1")]
+    if command == "generate":
+        problems += [
+            (options.temperature < 0, "--temperature must be >= 0"),
+            (options.top_p is not None and not 0 < options.top_p <= 1, "--top-p must be in (0, 1]"),
+            (options.max_new_tokens < 0, "--max-new-tokens must be >= 0"),
+            (options.num_samples < 1, "--num-samples must be >= 1"),
+        ]
+    for failed, message in problems:
+        if failed:
+            raise ConfigError(message)
+
+
+def main(argv: list[str]) -> int:
+    """argv = [command, *args] with command `generate` or `fill-mask`; returns the exit code."""
+    from lmexp.runs import load_run
+
+    command, args = argv[0], argv[1:]
+    options = _parser(command).parse_args(args)
+    try:
+        _check(command, options)
+        run = load_run(options.run)
+        (_generate if command == "generate" else _fill_mask)(run, options)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

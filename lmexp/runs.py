@@ -1,0 +1,66 @@
+"""Reading a trained run back: a run directory or a checkpoint → model, tokenizer and training config.
+
+Every checkpoint carries its resolved training config and its tokenizer files, so a `.ckpt` alone
+is enough; the run directory around it adds the record (summary.json) when it is there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lmexp.config import resolve_checkpoint
+from lmexp.errors import ConfigError
+
+
+def load_lmexp_checkpoint(path: str) -> dict:
+    """A checkpoint written by lmexp training; anything else is a one-line error."""
+    from lmexp.build import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    state = checkpoint.get("lmexp")
+    if not state or "config" not in state:
+        raise ConfigError(f"ckpt_path={path}: not an lmexp checkpoint (no lmexp config inside)")
+    return checkpoint
+
+
+@dataclass
+class Run:
+    model: Any  # torch.nn.Module in eval mode, on the CPU, with the checkpoint's weights
+    tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    config: DictConfig  # the resolved training config
+    checkpoint_path: str
+    objective: str  # the objective's name: causal_lm, masked_lm, ...
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory the checkpoint sits in (`<run>/checkpoints/x.ckpt`), if it does."""
+        directory = Path(self.checkpoint_path).resolve().parent
+        return directory.parent if directory.name == "checkpoints" else None
+
+
+def load_run(path: str) -> Run:
+    """Load a run directory (its last.ckpt), a .ckpt file, or `last` (the newest run under outputs/)."""
+    if path != "last" and not os.path.exists(path):
+        raise ConfigError(f"{path}: no such file or run directory")
+    from hydra.utils import get_class
+
+    from lmexp import build
+
+    # The same default as paths.output_root, so `last` finds what lmexp-train wrote.
+    ckpt_path = resolve_checkpoint(path, os.environ.get("LMEXP_OUTPUT_ROOT", "outputs"))
+    checkpoint = load_lmexp_checkpoint(ckpt_path)
+    state = checkpoint["lmexp"]
+    config = OmegaConf.create(state["config"])
+    # The tokenizer is read into memory, so its files need not outlive this call.
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer = build.restore_tokenizer(state["tokenizer_files"], Path(directory))
+    model = build.build_model(config, tokenizer)
+    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    return Run(model.eval(), tokenizer, config, ckpt_path, get_class(config.objective._target_).name)

@@ -1,0 +1,211 @@
+"""Multirun sweeps (`lmexp-train -m ...`): the job context, what a sweep job does around training,
+and the report at the end.
+
+A sweep job never stops its sweep: a failure is recorded in the job's summary.json (its W&B run
+is closed as failed by `train`), and the sweeper gets the worst possible value of the optimized
+metric, a float. (The worst value rather than NaN: hydra-optuna-sweeper 1.3 with optuna 2.10
+crashes the whole study on a NaN, while an infinite value is a completed, worst trial.)
+`resume=true` skips the jobs whose record says completed; `fail_fast=true` leaves the jobs after
+the first failure unrun. `SweepReport`, a Hydra callback (conf/hydra/default.yaml), prints one line
+at the end and makes the command exit 1 when any job did not complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig
+
+from lmexp import records
+from lmexp.errors import ConfigError
+
+log = logging.getLogger("lmexp")
+
+# Switches that steer the sweep machinery, not the job: left out of the job's recorded overrides
+# (and of its config hash, records.NOT_RESULT_AFFECTING).
+SWEEP_SWITCHES = ("resume", "fail_fast")
+# Written into the sweep directory by a job that fails under fail_fast; the jobs after it see it
+# and do not run. A file works the same for every launcher (one process, joblib workers, SLURM).
+STOP_FILE = "fail_fast.stop"
+
+
+def hydra_runtime() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def job_overrides() -> list[str]:
+    """The job's command-line overrides, without the switches that steer the sweep itself."""
+    runtime = hydra_runtime()
+    if runtime is None:
+        return []
+    return [o for o in runtime.overrides.task if o.split("=", 1)[0].lstrip("+~") not in SWEEP_SWITCHES]
+
+
+def sweep_group(runtime: DictConfig | None) -> str | None:
+    """The sweep's id (its directory name) for a multirun job, else None."""
+    from hydra.types import RunMode
+
+    if runtime is None or runtime.mode != RunMode.MULTIRUN:
+        return None
+    return Path(runtime.sweep.dir).name
+
+
+def run_job(cfg: DictConfig, task: Callable[[DictConfig], float]) -> float:
+    """Run one sweep job with `task` (lmexp.train.train); return the value for the sweeper."""
+    runtime = hydra_runtime()
+    job = runtime.job.num
+    run_dir = Path(cfg.paths.output_dir)
+    sweep_dir = Path(runtime.sweep.dir)
+    worst = math.inf if cfg.objective.monitor_mode == "min" else -math.inf
+
+    if cfg.resume:
+        done = completed_record(run_dir, cfg)
+        if done is not None:
+            log.info("job %d: completed in an earlier run of this sweep, skipped (resume=true)", job)
+            return _sweeper_value(done["metrics"].get(cfg.optimized_metric), worst)
+    (run_dir / records.SUMMARY).unlink(missing_ok=True)  # an earlier, unfinished try of this job
+    if cfg.fail_fast and (sweep_dir / STOP_FILE).exists():
+        log.warning("job %d: not run, an earlier job failed (fail_fast=true)", job)
+        return worst
+
+    try:
+        check_ranks(cfg.trainer, runtime.launcher._target_)
+        if runtime.launcher._target_.endswith("JoblibLauncher"):
+            pin_gpu(job)
+        value = task(cfg)
+    except Exception as err:  # recorded; the sweep goes on (KeyboardInterrupt still stops it)
+        error = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+        log.error("job %d failed: %s", job, error, exc_info=not isinstance(err, ConfigError))
+        if not (run_dir / records.SUMMARY).exists():  # failed before train() began its record
+            records.write_summary(run_dir, {
+                "status": "failed", "error": error, "metrics": {}, "optimized_metric": cfg.optimized_metric,
+                "overrides": job_overrides(), "run_dir": str(run_dir),
+            })
+        if cfg.fail_fast:
+            (sweep_dir / STOP_FILE).write_text(f"job {job}: {error}\n")
+        return worst
+    return _sweeper_value(value, worst)
+
+
+def completed_record(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The job's record if it completed with this very config (same config hash), else None."""
+    if not (run_dir / records.SUMMARY).is_file():
+        return None
+    record = records.read_summary(run_dir)
+    if record.get("status") != "completed":
+        return None
+    if record.get("config_hash") != records.config_hash(cfg):
+        log.warning("%s: the completed record is for another config; running the job again", run_dir)
+        return None
+    return record
+
+
+def _sweeper_value(value: float | None, worst: float) -> float:
+    return worst if value is None or math.isnan(value) else value
+
+
+def check_ranks(trainer: DictConfig, launcher: str) -> None:
+    """Refuse a job that would have Lightning start its DDP/FSDP ranks by re-running sys.argv.
+
+    Inside a sweep that command is the whole sweep: each extra rank re-launches every job into a
+    second sweep directory (DESIGN.md §7). Ranks started by SLURM, or spawned from inside the job,
+    are fine.
+    """
+    strategy = str(trainer.get("strategy") or "auto")
+    if launcher.endswith("SlurmLauncher") or "spawn" in strategy or "fork" in strategy:
+        return
+    devices = trainer.get("devices", "auto")
+    if _device_count(devices) > 1:
+        raise ConfigError(
+            f"trainer.devices={devices} (strategy {strategy}) inside a -m sweep would start its ranks by "
+            "re-running the whole sweep; use hydra/launcher=slurm (SLURM starts one process per rank), "
+            "trainer.strategy=ddp_spawn, or trainer.devices=1"
+        )
+
+
+def _device_count(devices: Any) -> int:
+    if devices in ("auto", -1, "-1"):
+        import torch
+
+        return max(torch.cuda.device_count(), 1)  # Lightning's "auto": every GPU, else one CPU process
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    return int(devices)
+
+
+def pin_gpu(job: int) -> None:
+    """Give each joblib worker its own GPU; side by side, the workers would all take GPU 0.
+
+    A worker keeps the GPU of its first job (CUDA cannot switch devices once initialized), and the
+    first jobs land on distinct workers: with n_jobs <= GPUs, every running job has its own GPU.
+    """
+    import torch
+
+    if torch.cuda.is_initialized():
+        return
+    count = torch.cuda.device_count()  # read through NVML: does not initialize CUDA
+    if count < 2:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(count)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[job % len(ids)]
+
+
+STATUSES = ("completed", "failed", "interrupted", "not run")  # the order of the summary line
+
+
+def summarize(sweep_dir: Path) -> tuple[str, bool]:
+    """`6 jobs: 5 completed, 1 failed (job 3: <error>)`, and whether every job completed."""
+    jobs = sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=_job_order)
+    counts: Counter[str] = Counter()
+    failures = []
+    for job_dir in jobs:
+        record = records.read_summary(job_dir) if (job_dir / records.SUMMARY).is_file() else None
+        status = record.get("status", "unknown") if record else "not run"
+        counts[status] += 1
+        if status == "failed":
+            failures.append(f"job {job_dir.name}: {str(record.get('error')).splitlines()[0]}")
+    parts = []
+    for status in sorted(counts, key=lambda s: STATUSES.index(s) if s in STATUSES else len(STATUSES)):
+        part = f"{counts[status]} {status}"
+        if status == "failed":
+            part += f" ({'; '.join(failures)})"
+        if status == "not run" and (sweep_dir / STOP_FILE).exists():
+            part += " (fail_fast)"
+        parts.append(part)
+    return f"{len(jobs)} jobs: " + ", ".join(parts), set(counts) <= {"completed"}
+
+
+def _job_order(job_dir: Path) -> tuple[int, str]:
+    return (int(job_dir.name), "") if job_dir.name.isdigit() else (sys.maxsize, job_dir.name)
+
+
+class SweepReport(Callback):
+    """Hydra callback: the sweep's one-line summary at the end, exit status 1 unless all completed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A resumed sweep starts afresh: the stop left by an earlier run's failure no longer holds.
+        (Path(config.hydra.sweep.dir) / STOP_FILE).unlink(missing_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        line, all_completed = summarize(sweep_dir)
+        print(line)
+        print(f"sweep directory: {sweep_dir}")
+        if not all_completed:
+            print(f"to re-run the jobs that did not complete: repeat the command with "
+                  f"hydra.sweep.dir={sweep_dir} resume=true", file=sys.stderr)
+            # Hydra turns a callback's exceptions into warnings; SystemExit is not one and ends the command.
+            sys.exit(1)

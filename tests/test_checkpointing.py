@@ -1,0 +1,121 @@
+"""Exact resume after a real SIGKILL, atomic checkpoint writes, interruption and divergence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SMALL_MODEL, TINY
+from lmexp.checkpointing import AtomicCheckpointIO
+from lmexp.errors import TrainingDiverged
+from lmexp.records import read_summary
+from lmexp.train import train
+
+# Dropout on (RNG must be restored), several epochs (sampler must continue mid-epoch and go on
+# to the next epoch), a checkpoint every 10 steps.
+RUN = ["data=text_files", "tokenizer=byte", "model.d_model=64", "model.n_layers=2", "model.n_heads=2",
+       "model.dropout=0.1", "data.block_size=32", "data.batch_size=64", "trainer.max_steps=150",
+       "trainer.val_check_interval=10", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+       "trainer.deterministic=true", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+       "trainer.num_sanity_val_steps=0", "callbacks=minimal", "logger=csv", "seed=7"]
+
+
+def start(run_dir: Path, corpus: Path, cache: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_CACHE_DIR": str(cache)}
+    args = [*RUN, f"data.train_files={corpus}/*.txt", f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.Popen([sys.executable, "-m", "lmexp.train", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+def test_sigkill_then_resume_ends_with_identical_weights_and_metrics(tmp_path, small_corpus):
+    cache = tmp_path / "cache"
+    alone = start(tmp_path / "alone", small_corpus, cache)
+    assert alone.wait(timeout=300) == 0, alone.stderr.read()[-3000:]
+
+    killed = start(tmp_path / "killed", small_corpus, cache)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # land somewhere after the first checkpoint, mid-epoch, likely mid-step
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    step_at_kill = torch.load(last, weights_only=False)["global_step"]
+    assert 10 <= step_at_kill < 150
+
+    resumed = start(tmp_path / "resumed", small_corpus, cache, f"ckpt_path={tmp_path / 'killed'}")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+
+    expected, got = final_weights(tmp_path / "alone"), final_weights(tmp_path / "resumed")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{name} differs after resuming from step {step_at_kill}"
+    a, b = read_summary(tmp_path / "alone"), read_summary(tmp_path / "resumed")
+    assert b["resumed_from"] == str(last)
+    assert a["metrics"] == b["metrics"]
+
+
+def test_atomic_save_leaves_the_old_checkpoint_when_a_save_fails(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"step": 1}
+
+
+def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, small_corpus):
+    run = tmp_path / "run"
+    process = start(run, small_corpus, tmp_path / "cache", "trainer.max_steps=100000")
+    csv = run / "csv" / "metrics.csv"
+    deadline = time.time() + 240
+    while not (csv.exists() and csv.stat().st_size > 200) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    summary = read_summary(run)
+    assert summary["status"] == "interrupted"
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] > 0
+
+
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, small_corpus,
+                                                                           monkeypatch):
+    from lmexp.objectives.causal import CausalLM
+
+    calls = []
+    real_loss = CausalLM.loss
+
+    def loss_that_diverges_at_step_6(self, logits, batch):
+        calls.append(1)
+        loss = real_loss(self, logits, batch)
+        return loss * float("nan") if len(calls) > 6 else loss
+
+    monkeypatch.setattr(CausalLM, "loss", loss_that_diverges_at_step_6)
+    overrides = [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+                 *SMALL_MODEL["native"], "trainer.val_check_interval=4", "trainer.max_steps=40"]
+    with pytest.raises(TrainingDiverged, match="at step 6"):
+        train(make_cfg(overrides))
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "failed" and "TrainingDiverged" in summary["error"]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 4
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point())
