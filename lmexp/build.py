@@ -49,6 +49,8 @@ def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = 
     a fixed label list, e.g. a checkpoint's; None: the train split's)."""
     if is_classification(cfg):
         return build_classification_datamodule(cfg, tokenizer_cfg, labels)
+    if "_target_" in cfg.data:  # a data module of its own (e.g. generated algorithmic tasks)
+        return instantiate_or_explain(cfg.data, "data", seed=cfg.get("seed", 0))
     extra = get_class(cfg.objective._target_).extra_tokens
     return LMDataModule(
         source=instantiate_or_explain(cfg.data.source, "data"),

@@ -58,7 +58,7 @@ def gpt2_from_native(model: nn.Module, tokenizer) -> nn.Module:
         layer_norm_epsilon=model.ln_f.eps,
         resid_pdrop=model.dropout.p, embd_pdrop=model.dropout.p, attn_pdrop=first.attn.dropout,
         tie_word_embeddings=model.lm_head.weight is model.tok_emb.weight,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **special_token_ids(tokenizer),
     )
     gpt2 = GPT2LMHeadModel(config)
     gpt2.load_state_dict(_gpt2_weights(model))
@@ -87,6 +87,11 @@ def _gpt2_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
+def special_token_ids(tokenizer) -> dict[str, int | None]:
+    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
 def _bias(layer: nn.Module, size: int) -> torch.Tensor:
     return layer.bias if layer.bias is not None else torch.zeros(size)
 
@@ -96,10 +101,21 @@ def to_transformers(run) -> nn.Module:
     from lmexp.models.hf import HFModel
     from lmexp.models.transformer import Transformer
 
+    if run.objective == "classification":
+        raise refuse("objective=classification: lmexp's classifier (pooled states, then a linear head with a bias) "
+                     "has no exact transformers equivalent (BERT pools [CLS] through a dense+tanh pooler; "
+                     "GPT-2's and Llama's score layer has no bias)")
     if run.objective not in AUTO_CLASS:
         raise refuse(f"objective={run.objective}: only causal_lm and masked_lm runs are exported")
     if isinstance(run.model, HFModel):
-        return run.model.hf_model
+        hf_model = run.model.hf_model
+        # A model built from a config keeps the config class's defaults (GPT-2's 50256), which
+        # may not even be in this vocabulary; generate() reads them from its generation config.
+        configs = [hf_model.config, *([hf_model.generation_config] if hf_model.can_generate() else [])]
+        for config in configs:
+            for name, value in special_token_ids(run.tokenizer).items():
+                setattr(config, name, value)
+        return hf_model
     if isinstance(run.model, Transformer):
         converted = gpt2_from_native(run.model, run.tokenizer)
         _check_same_logits(run.model, converted)
@@ -158,8 +174,8 @@ model = {auto}.from_pretrained("<this directory>")
 tokenizer = AutoTokenizer.from_pretrained("<this directory>")
 ```
 
-lmexp encoded its training text without added special tokens and ended every document with
-`{run.tokenizer.eos_token}`; prompts work best in the same form (`{run.tokenizer.eos_token}` + text).
+lmexp encoded its training text with `add_special_tokens=False` and ended every document with
+`{run.tokenizer.eos_token}`.
 
 ## Training
 

@@ -21,9 +21,9 @@ RUN_HELP = "a run directory (its checkpoints/last.ckpt), a .ckpt file, or 'last'
 
 
 def prompt_ids(tokenizer, text: str) -> list[int]:
-    """`text` as the start of a document: training ends every document with EOS, so the
-    model has seen each document begin right after one (and an empty prompt means "a new document")."""
-    return [tokenizer.eos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    """The prompt's tokens, encoded as the training text was (no special tokens added); an empty
+    prompt is the end-of-document token, so the model starts a new document."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
 
 
 def sampling_filter(temperature: float, top_k: int | None, top_p: float | None):
@@ -59,8 +59,8 @@ def sample(
     """Continue `ids` one token at a time and return the new tokens (`stop_id` included if met).
 
     Temperature 0 is greedy decoding. The model reads at most its max_seq_len last tokens (a
-    sliding window, as nanoGPT's sample.py); every step runs the whole window, which works for
-    any lmexp model, native or transformers, at the price of a key/value cache.
+    sliding window, as nanoGPT's sample.py). Every step runs the model on the whole window, without
+    a key/value cache: slower for long samples, but the same code for every lmexp model.
     """
     device = next(model.parameters()).device
     context = torch.tensor([ids], device=device)
@@ -83,7 +83,7 @@ def sample(
 
 def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int) -> list[list[tuple[str, float]]]:
     """For each mask token in `text`, in order: the top_k (token, probability) predictions."""
-    ids = prompt_ids(tokenizer, text)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     positions = [i for i, token in enumerate(ids) if token == tokenizer.mask_token_id]
     if not positions:
         raise ConfigError(f"the text has no mask token; mark each word to predict as {tokenizer.mask_token}")
@@ -123,7 +123,7 @@ def _generate(run, options: argparse.Namespace) -> None:
             # character (a byte of a multi-byte character) or word until it is complete.
             streamer = TextStreamer(run.tokenizer)
             ids = prompt_ids(run.tokenizer, prompt)
-            streamer.put(torch.tensor(ids[1:]))
+            streamer.put(torch.tensor(ids if prompt else [], dtype=torch.long))
             sample(model, ids, options.max_new_tokens, options.temperature, options.top_k, options.top_p,
                    generator, stop_id, on_token=lambda token: streamer.put(torch.tensor([token])))
             streamer.end()

@@ -31,6 +31,7 @@ class LMModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         decay_embeddings: bool = False,
         extra_checkpoint_state: dict | None = None,
+        train_metrics: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -45,6 +46,8 @@ class LMModule(pl.LightningModule):
         self.val_metrics = objective.metrics(outputs).clone(prefix="val/")
         self.test_metrics = objective.metrics(outputs).clone(prefix="test/")
         self._eval_generator: torch.Generator | None = None
+        # Per-batch training metrics (e.g. train/acc for grokking); off by default, they cost time.
+        self.train_metrics = objective.metrics(model.vocab_size).clone(prefix="train/") if train_metrics else None
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"))
@@ -65,12 +68,17 @@ class LMModule(pl.LightningModule):
         self._reset_eval_generator()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.objective.loss(self(batch), batch)
+        logits = self(batch)
+        loss = self.objective.loss(logits, batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at step {self.global_step}; the last checkpoint before it is kept"
             )
-        self.log("train/loss", loss, prog_bar=True)
+        if self.train_metrics is None:
+            self.log("train/loss", loss, prog_bar=True)
+        else:  # this batch's values of every metric, train/loss among them
+            self.train_metrics(*self.objective.predicted(logits.detach(), batch))
+            self.log_dict(self.train_metrics, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 

@@ -35,7 +35,7 @@ class Run:
     tokenizer: Any  # transformers.PreTrainedTokenizerFast
     config: DictConfig  # the resolved training config
     checkpoint_path: str
-    objective: str  # the objective's name: causal_lm, masked_lm, ...
+    objective: str  # the objective's name: causal_lm, masked_lm, classification
 
     @property
     def run_dir(self) -> Path | None:
@@ -48,8 +48,6 @@ def load_run(path: str) -> Run:
     """Load a run directory (its last.ckpt), a .ckpt file, or `last` (the newest run under outputs/)."""
     if path != "last" and not os.path.exists(path):
         raise ConfigError(f"{path}: no such file or run directory")
-    from hydra.utils import get_class
-
     from lmexp import build
 
     # The same default as paths.output_root, so `last` finds what lmexp-train wrote.
@@ -60,7 +58,11 @@ def load_run(path: str) -> Run:
     # The tokenizer is read into memory, so its files need not outlive this call.
     with tempfile.TemporaryDirectory() as directory:
         tokenizer = build.restore_tokenizer(state["tokenizer_files"], Path(directory))
-    model = build.build_model(config, tokenizer)
+    labels = state.get("labels")
+    # Only a classifier has labels; their train counts weight the loss, which nothing here computes.
+    extra = {} if labels is None else {"labels": labels, "label_counts": [1] * len(labels)}
+    objective = build.instantiate_or_explain(config.objective, "objective", tokenizer=tokenizer, **extra)
+    model = build.build_model(config, tokenizer, objective)
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
-    return Run(model.eval(), tokenizer, config, ckpt_path, get_class(config.objective._target_).name)
+    return Run(model.eval(), tokenizer, config, ckpt_path, objective.name)

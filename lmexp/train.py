@@ -97,6 +97,7 @@ def train(cfg: DictConfig) -> float:
             optimizer=build.instantiate_or_explain(cfg.optimizer, "optimizer"),
             scheduler=build.instantiate_or_explain(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
             decay_embeddings=cfg.get("decay_embeddings", False),
+            train_metrics=cfg.get("train_metrics", False),
             extra_checkpoint_state={
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "tokenizer_files": build.tokenizer_files(run_dir / "tokenizer") if is_main else {},
@@ -115,6 +116,10 @@ def train(cfg: DictConfig) -> float:
         summary["metrics"].update(_floats(trainer.validate(module, datamodule=datamodule, verbose=False)))
         if cfg.get("test", True) and datamodule.has_split("test"):
             summary["metrics"].update(_floats(trainer.test(module, datamodule=datamodule, verbose=False)))
+        best = trainer.checkpoint_callback
+        if best is not None and best.best_model_score is not None:
+            summary["best"] = {"metric": best.monitor, "value": float(best.best_model_score),
+                               "checkpoint": best.best_model_path}
         throughput = next((cb for cb in callbacks if hasattr(cb, "tokens_per_s")), None)
         summary["tokens_per_s"] = throughput.tokens_per_s if throughput else None
         summary["global_step"] = trainer.global_step

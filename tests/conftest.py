@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,37 @@ def small_corpus(tmp_path_factory) -> Path:
     for i in range(30):
         (root / f"doc{i:02d}.txt").write_text(text[i * size:(i + 1) * size])
     return root
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m lmexp.train ARGS`, offline, writing under cwd/outputs."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_OUTPUT_ROOT": str(cwd / "outputs")}
+    return subprocess.run([sys.executable, "-m", "lmexp.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def sweep_job(corpus: Path, cache: Path) -> list[str]:
+    """Overrides for sweep jobs of a few seconds each: byte tokenizer, a tiny model, four steps."""
+    return [
+        "data=text_files", f"data.train_files={corpus}/*.txt", "tokenizer=byte", f"paths.cache_dir={cache}",
+        *SMALL_MODEL["native"], "data.block_size=32", "data.batch_size=8", "data.eval_batch_size=16",
+        "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.accelerator=cpu",
+        "callbacks=minimal", "scheduler.warmup_steps=2",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, small_corpus, cache_dir) -> tuple[subprocess.CompletedProcess, Path]:
+    """A real 2x2 sweep (optimizer.lr x seed, basic launcher, W&B offline): the command's result
+    and the sweep directory."""
+    root = tmp_path_factory.mktemp("sweep")
+    result = cli("-m", *sweep_job(small_corpus, cache_dir), "logger=wandb", "optimizer.lr=1e-2,3e-3", "seed=1,2",
+                 cwd=root)
+    sweeps = list((root / "outputs" / "multiruns").iterdir())
+    assert result.returncode == 0 and len(sweeps) == 1, result.stderr[-3000:]
+    return result, sweeps[0]
 
 
 def train_losses(run_dir: Path) -> list[float]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from conftest import SMALL_MODEL, TINY
+from conftest import SMALL_MODEL, TINY, cli
 from lmexp.config import config_dir
 from lmexp.errors import ConfigError
 from lmexp.records import read_summary
@@ -102,12 +99,6 @@ def test_unreadable_and_missing_checkpoint(make_cfg, tmp_path, small_corpus):
     run_expecting(make_cfg, tmp_path, [*base, f"ckpt_path={corrupt}"], f"ckpt_path={corrupt}", "not a readable checkpoint")
     run_expecting(make_cfg, tmp_path, [*base, f"ckpt_path={tmp_path}/missing.ckpt"], "no such file")
     run_expecting(make_cfg, tmp_path, [*base, "ckpt_path=last"], "ckpt_path=last")
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_OUTPUT_ROOT": str(cwd / "outputs")}
-    return subprocess.run([sys.executable, "-m", "lmexp.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_cli_config_error_is_one_line_without_traceback(tmp_path):

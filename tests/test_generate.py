@@ -11,6 +11,7 @@ from torch import nn
 from conftest import SMALL_MODEL, TINY
 from lmexp.cli import main as lmexp
 from lmexp.generate import fill_mask, sample, sampling_filter
+from lmexp.models.hf import HFModel
 from lmexp.models.transformer import Transformer
 from lmexp.runs import load_run
 from lmexp.train import train
@@ -33,13 +34,17 @@ class FixedLogits(nn.Module):
         return self.logits.expand(*input_ids.shape, -1)
 
 
-def tiny_model(max_seq_len: int = 8) -> Transformer:
+def tiny_model(max_seq_len: int = 8, kind: str = "native") -> nn.Module:
     torch.manual_seed(0)
+    if kind == "hf_gpt2":
+        return HFModel("gpt2", vocab_size=50, max_seq_len=max_seq_len, attention="causal", n_layer=2, n_embd=16,
+                       n_head=2).eval()
     return Transformer(vocab_size=50, max_seq_len=max_seq_len, d_model=16, n_layers=2, n_heads=2).eval()
 
 
-def test_greedy_decoding_is_step_by_step_argmax_over_a_cropped_context():
-    model = tiny_model(max_seq_len=8)
+@pytest.mark.parametrize("kind", ["native", "hf_gpt2"])
+def test_greedy_decoding_is_step_by_step_argmax_over_a_cropped_context(kind):
+    model = tiny_model(max_seq_len=8, kind=kind)
     prompt = [3, 1, 4, 1, 5]
     ids = list(prompt)
     with torch.no_grad():
@@ -131,10 +136,10 @@ def test_fill_mask_cli(make_cfg, tmp_path, small_corpus, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "<mask> 1 of 2:" and out[4] == "<mask> 2 of 2:"
 
-    # The predictions are the softmax at the mask positions of the document-initial text.
+    # The predictions are the softmax at the mask positions.
     loaded = load_run(run)
     tokenizer = loaded.tokenizer
-    ids = [tokenizer.eos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     masks = [i for i, token in enumerate(ids) if token == tokenizer.mask_token_id]
     assert len(masks) == 2
     with torch.no_grad():

@@ -113,7 +113,7 @@ def test_pretrained_tokenizer_from_a_previous_run(make_cfg, tmp_path, small_corp
     ["data=hub", "data.path=text", "tokenizer=char"],
     ["data=tinyshakespeare", f"data.path={SHARED_DATA / 'tinyshakespeare'}", "tokenizer=char"],
     ["data=wikitext2", f"data.path={SHARED_DATA / 'wikitext2'}",
-     f"data.train_files={SHARED_DATA / 'wikitext2' / 'wiki.valid.tokens'}", "tokenizer=byte"],
+     "data.train_files=wiki.valid.tokens", "data.val_files=null", "tokenizer=byte"],
 ])
 def test_data_options_train(make_cfg, tmp_path, small_corpus, data):
     overrides = [*TINY, *SMALL_MODEL["native"], *data]

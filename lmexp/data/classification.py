@@ -32,7 +32,7 @@ def check_labels(splits: dict[str, Dataset], labels: list, origins: dict[str, st
     """Every label of every split must be one of `labels`: an unknown one has no class id."""
     known = set(labels)
     for name, split in splits.items():
-        unknown = sorted(set(split["label"]) - known, key=str)
+        unknown = sorted(set(split["label"][:]) - known, key=str)
         if unknown:
             shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
             raise ConfigError(
@@ -125,7 +125,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             splits["train"] = splits["train"].select(range(min(self.max_train_examples, len(splits["train"]))))
         self.fingerprint = corpus.fingerprint
         self.split_origins = corpus.origins
-        self.labels = self.given_labels or sorted(set(splits["train"]["label"]))
+        self.labels = self.given_labels or sorted(set(splits["train"]["label"][:]))
         check_labels(splits, self.labels, corpus.origins, "checkpoint's" if self.given_labels else "train split's")
         tokenizer_cfg = (
             OmegaConf.to_container(self.tokenizer_cfg, resolve=True)
@@ -138,7 +138,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.cache_hit = load_or_build(
             self.cache_dir, key, lambda: self._build(splits, tokenizer_cfg), self._save, self._load
         )
-        self.label_counts = np.bincount(self.examples["train"]["label"], minlength=len(self.labels)).tolist()
+        self.label_counts = np.bincount(self.examples["train"]["label"][:], minlength=len(self.labels)).tolist()
         self.preprocess_s = time.perf_counter() - start
         log.info(
             "preprocessing %s (%.2fs): %d labels; %s",
@@ -148,7 +148,7 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def _build(self, splits: dict[str, Dataset], tokenizer_cfg: dict) -> None:
         train = splits["train"]
-        texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train.column_names else [])
+        texts = train["text"][:] + (train["text_pair"][:] if "text_pair" in train.column_names else [])
         self.tokenizer = instantiate(tokenizer_cfg, texts=texts)
         encode = example_encoder(self.tokenizer, self.max_length, {label: i for i, label in enumerate(self.labels)})
         self.examples = {

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 
-def tokenize_and_pack(corpus: Corpus, tokenizer, block_size: int, num_proc: int | None) -> dict[str, np.ndarray]:
+def tokenize_and_pack(corpus: Corpus, tokenizer, block_size: int, num_proc: int | None,
+                      key: str) -> dict[str, np.ndarray]:
     """Tokenize every split with `Dataset.map`, end each document with EOS, pack into blocks."""
     eos = tokenizer.eos_token_id
     dtype = smallest_dtype(len(tokenizer))
@@ -44,6 +45,8 @@ def tokenize_and_pack(corpus: Corpus, tokenizer, block_size: int, num_proc: int 
         encoded = split.map(
             encode, batched=True, batch_size=256, remove_columns=split.column_names,
             keep_in_memory=True, num_proc=num_proc, desc=f"tokenizing {name}",
+            # Our cache key already covers the result; it also spares datasets pickling the tokenizer.
+            new_fingerprint=f"{key}-{name}",
         )
         stream = encoded.data.column("input_ids").combine_chunks().flatten().to_numpy().astype(dtype)
         blocks[name] = pack_into_blocks(stream, block_size)
@@ -108,7 +111,7 @@ class LMDataModule(pl.LightningDataModule):
             "block_size": self.block_size, "shape": "packed_blocks",
         })
         self.cache_hit = load_or_build(
-            self.cache_dir, key, lambda: self._build(corpus, tokenizer_cfg), self._save, self._load
+            self.cache_dir, key, lambda: self._build(corpus, tokenizer_cfg, key), self._save, self._load
         )
         self.preprocess_s = time.perf_counter() - start
         log.info(
@@ -118,10 +121,10 @@ class LMDataModule(pl.LightningDataModule):
             ", ".join(f"{name} {len(b)} blocks" for name, b in self.blocks.items()),
         )
 
-    def _build(self, corpus: Corpus, tokenizer_cfg: dict) -> None:
+    def _build(self, corpus: Corpus, tokenizer_cfg: dict, key: str) -> None:
         train_texts = (text for text in corpus.splits["train"]["text"])
         self.tokenizer = instantiate(tokenizer_cfg, texts=train_texts)
-        self.blocks = tokenize_and_pack(corpus, self.tokenizer, self.block_size, self.num_proc)
+        self.blocks = tokenize_and_pack(corpus, self.tokenizer, self.block_size, self.num_proc, key)
 
     def _save(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory / "tokenizer")

@@ -34,7 +34,7 @@ def as_examples(ds: Dataset, text_columns: Sequence[str], label_column: str, ori
     for key, column in [*(("data.text_columns", c) for c in text_columns), ("data.label_column", label_column)]:
         if column not in ds.column_names:
             raise ConfigError(f"{key}: {origin} has no column '{column}' (columns: {', '.join(ds.column_names)})")
-    labels = list(ds[label_column])
+    labels = ds[label_column][:]  # a slice reads the column at once; iterating reads row by row
     feature = ds.features[label_column]
     if isinstance(feature, ClassLabel):
         if min(labels, default=0) < 0:
@@ -42,9 +42,9 @@ def as_examples(ds: Dataset, text_columns: Sequence[str], label_column: str, ori
         labels = feature.int2str(labels)
     if any(label is None or label == "" for label in labels):
         raise ConfigError(f"data.label_column={label_column}: {origin} has rows without a label")
-    columns = {"text": [(t or "").strip() for t in ds[text_columns[0]]], "label": labels}
+    columns = {"text": [(t or "").strip() for t in ds[text_columns[0]][:]], "label": labels}
     if len(text_columns) == 2:
-        columns["text_pair"] = [(t or "").strip() for t in ds[text_columns[1]]]
+        columns["text_pair"] = [(t or "").strip() for t in ds[text_columns[1]][:]]
     return Dataset.from_dict(columns)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
+from datasets.table import InMemoryTable
 
 from lmexp.errors import ConfigError
 
@@ -184,8 +185,13 @@ class TextFiles:
         )
         parts = split_documents(given.pop("train"), carve)
         parts.update(given)
-        splits = DatasetDict({name: Dataset.from_dict({"text": parts[name]}) for name in SPLITS if name in parts})
-        return Corpus(splits=splits, fingerprint=hasher.hexdigest()[:16])
+        fingerprint = hasher.hexdigest()[:16]
+        # Fingerprinted by our content hash: datasets would otherwise hash the table by pickling it.
+        splits = DatasetDict({
+            name: Dataset(InMemoryTable.from_pydict({"text": parts[name]}), fingerprint=f"{fingerprint}-{name}")
+            for name in SPLITS if name in parts
+        })
+        return Corpus(splits=splits, fingerprint=fingerprint)
 
 
 def python_stdlib_files() -> list[str]:
@@ -279,12 +285,15 @@ class HubDataset:
 class WikiText:
     """WikiText from local `wiki.{train,valid,test}.tokens` under `path`, else from the hub.
 
-    One document per non-empty line, as the hub version has it.
+    One document per non-empty line, as the hub version has it. `val_files=null` carves the
+    validation split out of train (e.g. when wiki.valid.tokens itself is used for training).
     """
 
     def __init__(self, path: str | None = None, hub_config: str = "wikitext-2-raw-v1",
-                 train_files: str | None = None, split: SplitSpec | dict | None = None) -> None:
-        self.path, self.hub_config, self.train_files, self.split = path, hub_config, train_files, split
+                 train_files: str | None = None, val_files: str | None = "wiki.valid.tokens",
+                 test_files: str | None = "wiki.test.tokens", split: SplitSpec | dict | None = None) -> None:
+        self.path, self.hub_config, self.split = path, hub_config, split
+        self.train_files, self.val_files, self.test_files = train_files, val_files, test_files
 
     def load(self) -> Corpus:
         if self.path is None:
@@ -293,9 +302,9 @@ class WikiText:
         if not root.is_dir():
             raise ConfigError(f"data.path={self.path}: not a directory (expected wiki.*.tokens files in it)")
         return TextFiles(
-            train_files=self.train_files or str(root / "wiki.train.tokens"),
-            val_files=str(root / "wiki.valid.tokens"),
-            test_files=str(root / "wiki.test.tokens"),
+            train_files=str(root / (self.train_files or "wiki.train.tokens")),
+            val_files=str(root / self.val_files) if self.val_files else None,
+            test_files=str(root / self.test_files) if self.test_files else None,
             document="line",
             split=self.split,
         ).load()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lmexp.objectives.base import TokenObjective
+from lmexp.errors import ConfigError
+from lmexp.objectives.base import IGNORE, TokenObjective
 
 
 class CausalLM(TokenObjective):
@@ -15,5 +16,16 @@ class CausalLM(TokenObjective):
     attention = "causal"
     extra_tokens = 1
 
+    def __init__(self, tokenizer, predict: str = "all", **common) -> None:
+        super().__init__(tokenizer, **common)
+        if predict not in ("all", "last"):
+            raise ConfigError(f"objective.predict must be 'all' or 'last', got '{predict}'")
+        # "last": only the final token is a target (an answer after a prompt, e.g. `a b = c`).
+        self.predict = predict
+
     def collate(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"input_ids": rows[:, :-1], "labels": rows[:, 1:]}
+        labels = rows[:, 1:]
+        if self.predict == "last":
+            labels = torch.full_like(labels, IGNORE)
+            labels[:, -1] = rows[:, -1]
+        return {"input_ids": rows[:, :-1], "labels": labels}

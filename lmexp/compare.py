@@ -1,0 +1,343 @@
+"""`lmexp compare PATH [PATH ...]`: runs and sweeps side by side.
+
+Reads each run's record (summary.json) below the given run directories, sweep directories or
+globs. One row per configuration — the overrides that differ between the runs — with the runs
+that differ only by `seed` pooled as mean ± sample std over n; sorted by the optimized metric;
+runs that did not complete are rows of their own, with their error. `--source wandb` takes the
+numbers from each run's offline W&B run instead and reports where they disagree with the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import statistics
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from lmexp.errors import ConfigError
+from lmexp.records import NOT_RESULT_AFFECTING, SUMMARY, read_summary
+from lmexp.train import METRIC_ORDER
+
+STAGES = ("val", "test")
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    status: str
+    error: str | None
+    overrides: dict[str, str]  # result-affecting overrides: key → value as typed
+    metrics: dict[str, float]
+    optimized_metric: str | None
+    wandb_id: str | None
+
+
+@dataclass
+class Row:
+    config: dict[str, str]  # the row's values of the compared keys
+    status: str
+    error: str | None
+    runs: list[Run]
+
+    def stats(self, metric: str) -> tuple[float | None, float | None]:
+        """Mean and sample standard deviation over the row's runs (no std for a single run)."""
+        values = [run.metrics[metric] for run in self.runs if metric in run.metrics]
+        if not values:
+            return None, None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={_shown(v)}" for k, v in self.config.items()) or "all runs"
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv[1:])
+    try:
+        runs = [load_run(run_dir) for run_dir in find_run_dirs(args.paths)]
+        metrics = args.metric or default_metrics(runs)
+        mismatches: list[str] = []
+        if args.source == "wandb":
+            runs, mismatches = from_wandb(runs, metrics)
+        keys = compared_keys(runs, args.group_by)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+    lower = lower_is_better(metrics[0], runs)
+    rows = make_rows(runs, keys, metrics[0], lower)
+    title = f"{len(runs)} runs, sorted by {metrics[0]} ({'lower' if lower else 'higher'} is better)"
+    if args.markdown:
+        print(markdown_table(rows, keys, metrics))
+    else:
+        print_table(rows, keys, metrics, title)
+    if args.csv:
+        write_csv(rows, keys, metrics, args.csv)
+    if args.plot:
+        plot(rows, keys, metrics[0], args.plot)
+    for mismatch in mismatches:
+        print(f"mismatch: {mismatch}", file=sys.stderr)
+    if args.source == "wandb" and not mismatches:
+        print(f"W&B agrees with the records of all {len(runs)} runs")
+    return 1 if mismatches else 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lmexp compare", description=__doc__.split("\n\n")[1])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="run directories, sweep directories or globs")
+    parser.add_argument("--metric", action="append", help="a metric to show (repeatable); the first one sorts "
+                        "and is plotted (default: the optimized metric, its test/ value, the other val/ metrics)")
+    parser.add_argument("--group-by", type=lambda s: s.split(","), metavar="KEY[,KEY]",
+                        help="override keys that make a row (default: every override that varies, except seed)")
+    parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
+    parser.add_argument("--plot", metavar="FILE", help="metric vs the swept hyperparameter, and validation curves")
+    parser.add_argument("--source", choices=("records", "wandb"), default="records",
+                        help="read the numbers from summary.json (default) or from the offline W&B runs")
+    return parser.parse_args(argv)
+
+
+def find_run_dirs(patterns: list[str]) -> list[Path]:
+    found: dict[Path, None] = {}  # ordered, without duplicates
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise ConfigError(f"{pattern}: no such file or directory")
+        run_dirs = sorted(path.parent for match in matches for path in Path(match).rglob(SUMMARY))
+        if not run_dirs:
+            raise ConfigError(f"{pattern}: no {SUMMARY} in it or below (expected run or sweep directories)")
+        found.update(dict.fromkeys(run_dirs))
+    return list(found)
+
+
+def load_run(run_dir: Path) -> Run:
+    record = read_summary(run_dir)
+    return Run(
+        run_dir=run_dir, status=record.get("status", "unknown"), error=record.get("error"),
+        overrides=parse_overrides(record.get("overrides") or []), metrics=record.get("metrics") or {},
+        optimized_metric=record.get("optimized_metric"), wandb_id=(record.get("wandb") or {}).get("run_id"),
+    )
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """`["optimizer.lr=0.001", "logger=csv"]` → `{"optimizer.lr": "0.001"}` (output-only keys left out)."""
+    parsed = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key.split(".")[0] not in NOT_RESULT_AFFECTING:
+            parsed[key] = value
+    return parsed
+
+
+def default_metrics(runs: list[Run]) -> list[str]:
+    """The optimized metric, its test/ value, and the other val/ metrics."""
+    names = {m for run in runs for m in run.metrics}
+    optimized = next((run.optimized_metric for run in runs if run.optimized_metric), None)
+    metric_name = optimized.split("/", 1)[-1] if optimized else None
+    val = sorted((m for m in names if m.startswith("val/") and m != optimized), key=_metric_order)
+    shown = [optimized] if optimized else []
+    shown += [m for m in (f"test/{metric_name}",) if m in names and m != optimized] + val
+    if not shown:
+        raise ConfigError("the runs record no val/ metrics; name one with --metric")
+    return shown
+
+
+def _metric_order(metric: str) -> tuple[int, str]:
+    name = metric.split("/", 1)[-1]
+    return (METRIC_ORDER.index(name) if name in METRIC_ORDER else len(METRIC_ORDER), name)
+
+
+def compared_keys(runs: list[Run], group_by: list[str] | None) -> list[str]:
+    """The override keys that make a row: the given ones, or every one that varies except seed."""
+    keys = list(dict.fromkeys(key for run in runs for key in run.overrides))
+    varying = [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
+    if group_by is None:
+        return [key for key in varying if key != "seed"]
+    for key in group_by:
+        if key not in keys:
+            raise ConfigError(f"--group-by {key}: no run has an override {key} "
+                              f"(the overrides that vary: {', '.join(varying) or 'none'})")
+    return group_by
+
+
+def lower_is_better(metric: str, runs: list[Run]) -> bool:
+    """The objective's monitor_mode for the metric the runs optimized; otherwise loss and
+    perplexity are lower-is-better and every other metric higher-is-better."""
+    for run in runs:
+        config = run.run_dir / ".hydra" / "config.yaml"
+        if run.optimized_metric == metric and config.is_file():
+            return OmegaConf.select(OmegaConf.load(config), "objective.monitor_mode", default="min") == "min"
+    return metric.split("/", 1)[-1] in ("loss", "perplexity")
+
+
+def make_rows(runs: list[Run], keys: list[str], metric: str, lower: bool) -> list[Row]:
+    """Completed runs grouped by their values of `keys`, best first; then every other run alone."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.status == "completed":
+            groups.setdefault(tuple(run.overrides.get(k) for k in keys), []).append(run)
+    completed = [Row(dict(zip(keys, values)), "completed", None, group) for values, group in groups.items()]
+
+    def rank(row: Row) -> tuple[int, float]:
+        mean = row.stats(metric)[0]
+        if mean is None:  # the metric was not recorded: last
+            return 1, 0.0
+        return 0, mean if lower else -mean
+
+    others = [Row({k: run.overrides.get(k) for k in keys}, run.status, run.error, [run])
+              for run in runs if run.status != "completed"]
+    return sorted(completed, key=rank) + others
+
+
+def cell(row: Row, metric: str) -> str:
+    mean, std = row.stats(metric)
+    if mean is None:
+        return "-"
+    return f"{mean:.4g}±{std:.2g}" if std is not None else f"{mean:.4g}"
+
+
+def _shown(value: str | None) -> str:
+    return "-" if value is None else value  # "-": the run kept the config's default
+
+
+def _table(rows: list[Row], keys: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = [*keys, "n", "status", *metrics]
+    body = [[*(_shown(row.config.get(k)) for k in keys), str(len(row.runs)), row.status, *(cell(row, m) for m in metrics)]
+            for row in rows]
+    return header, body
+
+
+def print_table(rows: list[Row], keys: list[str], metrics: list[str], title: str) -> None:
+    """A rich table; the errors of the runs that failed follow it, one line each (too long for a cell)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    header, body = _table(rows, keys, metrics)
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name, justify="right" if name in metrics or name == "n" else "left", no_wrap=True)
+    for values, row in zip(body, rows):
+        table.add_row(*values, style=None if row.status == "completed" else "red")
+    console = Console()
+    # Never squeeze numbers into "…": a table wider than the terminal is printed whole (lines wrap).
+    unbounded = console.options.update_width(10_000)
+    console = Console(width=max(console.width, console.measure(table, options=unbounded).maximum))
+    console.print(table)
+    for row in rows:
+        if row.error:
+            console.print(f"{row.status}: {row.runs[0].run_dir}: {row.error}", soft_wrap=True, markup=False)
+
+
+def markdown_table(rows: list[Row], keys: list[str], metrics: list[str]) -> str:
+    header, body = _table(rows, keys, metrics)
+    if any(row.error for row in rows):
+        header = [*header, "error"]
+        body = [[*values, row.error or ""] for values, row in zip(body, rows)]
+    lines = [header, ["---"] * len(header), *body]
+    return "\n".join("| " + " | ".join(v.replace("|", "\\|") for v in line) + " |" for line in lines)
+
+
+def write_csv(rows: list[Row], keys: list[str], metrics: list[str], path: str) -> None:
+    """Full precision: mean and std columns per metric, and the run directories of each row."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*keys, "n", "status", "error",
+                         *(f"{m} {stat}" for m in metrics for stat in ("mean", "std")), "run_dirs"])
+        for row in rows:
+            stats = [("" if v is None else repr(v)) for m in metrics for v in row.stats(m)]
+            writer.writerow([*(row.config.get(k) for k in keys), len(row.runs), row.status, row.error or "",
+                             *stats, ";".join(str(run.run_dir) for run in row.runs)])
+
+
+def from_wandb(runs: list[Run], metrics: list[str]) -> tuple[list[Run], list[str]]:
+    """The runs with status and metrics read from their offline W&B runs, and the disagreements."""
+    from lmexp.wandb_offline import find_offline_runs, read_offline_run
+
+    result, mismatches = [], []
+    for run in runs:
+        paths = [p for p in find_offline_runs(run.run_dir / "wandb") if run.wandb_id and p.name.endswith(run.wandb_id)]
+        if not paths:
+            if run.wandb_id:
+                mismatches.append(f"{run.run_dir}: its W&B run {run.wandb_id} is missing")
+            result.append(replace(run, status="no W&B run", metrics={}))
+            continue
+        wandb_run = read_offline_run(paths[0])
+        status = {0: "completed", None: "running"}.get(wandb_run.exit_code, "failed")
+        if (status == "completed") != (run.status == "completed"):
+            mismatches.append(f"{run.run_dir}: status {run.status} in {SUMMARY}, {status} in W&B")
+        values = {m: float(v) for m, v in wandb_run.summary.items() if isinstance(v, (int, float))}
+        for metric in metrics:
+            recorded, logged = run.metrics.get(metric), values.get(metric)
+            if recorded != logged:
+                mismatches.append(f"{run.run_dir}: {metric} = {recorded} in {SUMMARY}, {logged} in W&B")
+        result.append(replace(run, status=status, metrics=values))
+    return result, mismatches
+
+
+def plot(rows: list[Row], keys: list[str], metric: str, path: str) -> None:
+    """Left: the metric against the first swept numeric key (mean ± std, one line per value of
+    the other keys). Right: the validation curve of every run, from its csv/metrics.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    completed = [row for row in rows if row.status == "completed" and row.stats(metric)[0] is not None]
+    numeric = [k for k in keys if completed and all(_is_number(row.config.get(k)) for row in completed)]
+    x_key = numeric[0] if numeric else None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if x_key:
+        lines: dict[str, list[Row]] = {}
+        for row in completed:
+            rest = ", ".join(f"{k}={_shown(v)}" for k, v in row.config.items() if k != x_key)
+            lines.setdefault(rest, []).append(row)
+        for label, line in lines.items():
+            line.sort(key=lambda row: float(row.config[x_key]))
+            means, stds = zip(*(row.stats(metric) for row in line))
+            left.errorbar([float(row.config[x_key]) for row in line], means, yerr=[s or 0.0 for s in stds],
+                          marker="o", capsize=3, label=label or None)
+        xs = [float(row.config[x_key]) for row in completed]
+        if min(xs) > 0 and max(xs) >= 10 * min(xs):
+            left.set_xscale("log")
+    else:  # nothing numeric swept: one point per configuration
+        means, stds = zip(*(row.stats(metric) for row in completed)) if completed else ((), ())
+        left.errorbar(range(len(completed)), means, yerr=[s or 0.0 for s in stds], fmt="o", capsize=3)
+        left.set_xticks(range(len(completed)), [row.label() for row in completed], rotation=20, ha="right",
+                        fontsize="small")
+    left.set_xlabel(x_key or "configuration")
+    left.set_ylabel(f"{metric} (mean ± std)")
+    curve = f"val/{metric.split('/', 1)[-1]}"
+    for color, row in enumerate(rows):
+        for i, run in enumerate(row.runs):
+            steps, values = _curve(run.run_dir, curve)
+            right.plot(steps, values, color=f"C{color % 10}", alpha=0.8, label=row.label() if i == 0 else None)
+    right.set_xlabel("step")
+    right.set_ylabel(curve)
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _is_number(value: str | None) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _curve(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return [], []
+    with open(path) as f:
+        points = [(int(row["step"]), float(row[metric])) for row in csv.DictReader(f) if row.get(metric)]
+    return [p[0] for p in points], [p[1] for p in points]

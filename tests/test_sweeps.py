@@ -1,0 +1,176 @@
+"""Sweeps: one W&B run per job in one group, failures recorded while the sweep goes on, fail_fast,
+resume, the joblib/submitit/Optuna presets, and the guards (DDP inside a sweep, resume outside one)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import cli, sweep_job
+from lmexp import compare, sweep
+from lmexp.config import config_dir, register_resolvers
+from lmexp.errors import ConfigError
+from lmexp.records import read_summary
+from lmexp.train import train
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
+
+
+def job_dirs(sweep_dir):
+    return sorted((d for d in sweep_dir.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+
+
+def the_sweep(root):
+    sweeps = list((root / "outputs" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    return sweeps[0]
+
+
+def test_each_job_is_its_own_wandb_run_in_the_sweeps_group(tiny_sweep):
+    result, sweep_dir = tiny_sweep
+    assert "4 jobs: 4 completed" in result.stdout
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == 4
+    runs = {}
+    for job in jobs:
+        record = read_summary(job)
+        assert record["status"] == "completed"
+        [path] = find_offline_runs(job / "wandb")
+        runs[job.name] = (record, read_offline_run(path))
+    assert len({run.run_id for _, run in runs.values()}) == 4
+    for record, run in runs.values():
+        assert run.run_id == record["wandb"]["run_id"] and run.exit_code == 0
+        assert run.group == sweep_dir.name and run.job_type == "causal_lm"
+        assert run.name == "-".join(record["overrides"])
+        assert run.config["optimizer"]["lr"] == float(record["overrides"][-2].split("=")[1])
+        assert run.config["seed"] == record["seed"]
+        for metric in ("val/perplexity", "val/loss", "test/perplexity"):
+            assert run.summary[metric] == record["metrics"][metric]
+    assert [r["overrides"][-2:] for r, _ in runs.values()] == [
+        ["optimizer.lr=0.01", "seed=1"], ["optimizer.lr=0.01", "seed=2"],
+        ["optimizer.lr=0.003", "seed=1"], ["optimizer.lr=0.003", "seed=2"],
+    ]
+
+
+def test_failure_fail_fast_and_resume(tmp_path, small_corpus, cache_dir, capsys):
+    job = [*sweep_job(small_corpus, cache_dir), "logger=wandb", "optimizer.lr=1e-2,-1,5e-3"]
+    result = cli("-m", *job, "fail_fast=true", cwd=tmp_path)
+    sweep_dir = the_sweep(tmp_path)
+    error = "ValueError: Invalid learning rate: -1"
+    assert result.returncode == 1
+    assert f"3 jobs: 1 completed, 1 failed (job 1: {error}), 1 not run (fail_fast)" in result.stdout
+    first, failed, unrun = job_dirs(sweep_dir)
+    assert read_summary(failed)["status"] == "failed" and read_summary(failed)["error"] == error
+    assert read_offline_run(find_offline_runs(failed / "wandb")[0]).exit_code == 1
+    assert not (unrun / "summary.json").exists()
+
+    # Resumed without fail_fast: the completed job is skipped, the failure recurs, the rest runs.
+    recorded = (first / "summary.json").stat().st_mtime_ns
+    result = cli("-m", *job, f"hydra.sweep.dir={sweep_dir}", "resume=true", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"3 jobs: 2 completed, 1 failed (job 1: {error})" in result.stdout
+    assert "job 0: completed in an earlier run of this sweep, skipped" in result.stdout
+    assert (first / "summary.json").stat().st_mtime_ns == recorded
+    assert len(find_offline_runs(first / "wandb")) == 1 and len(find_offline_runs(failed / "wandb")) == 2
+    assert read_summary(unrun)["status"] == "completed"
+    assert "resume=true" not in " ".join(read_summary(unrun)["overrides"])
+
+    assert compare.main(["compare", str(sweep_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "failed" in shown and error in shown
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
+def test_parallel_launchers(tmp_path, small_corpus, cache_dir, launcher):
+    result = cli("-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "seed=1,2", *launcher, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 jobs: 2 completed" in result.stdout
+    assert [read_summary(d)["seed"] for d in job_dirs(the_sweep(tmp_path))] == [1, 2]
+
+
+def test_optuna_search_survives_failed_trials(tmp_path, small_corpus, cache_dir):
+    # With the default seed the sampler draws lr=-1 for trials 0 and 1, and 0.01 for trial 2.
+    result = cli("-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "hparams_search=default_optuna",
+                 "hydra.sweeper.n_trials=3", "optimizer.lr=choice(-1,0.01)", cwd=tmp_path)
+    sweep_dir = the_sweep(tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Directions: ['minimize']" in result.stdout
+    assert re.search(r"3 jobs: 1 completed, 2 failed \(job 0: .*; job 1: ", result.stdout)
+    records = [read_summary(d) for d in job_dirs(sweep_dir)]
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    completed = [r["metrics"]["val/perplexity"] for r in records if r["status"] == "completed"]
+    assert best["best_value"] == pytest.approx(min(completed)) and best["best_params"]["optimizer.lr"] == 0.01
+
+
+def test_run_and_sweep_dirs_are_unique_within_one_second(monkeypatch):
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr("hydra.core.utils.datetime", Frozen)
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        first, second = (compose("train", return_hydra_config=True) for _ in range(2))
+    for key in ("run", "sweep"):
+        a, b = (Path(cfg.hydra[key].dir).name for cfg in (first, second))
+        assert a.startswith("2026-01-02_03-04-05_") and b.startswith("2026-01-02_03-04-05_") and a != b
+
+
+def test_resume_outside_a_sweep_is_an_error(make_cfg):
+    with pytest.raises(ConfigError, match="hydra.sweep.dir=.*ckpt_path=last"):
+        train(make_cfg(["resume=true"]))
+
+
+@pytest.mark.parametrize("launcher", ["BasicLauncher", "JoblibLauncher", "submitit_launcher.LocalLauncher"])
+def test_ddp_that_would_rerun_the_sweep_is_refused(launcher):
+    ddp = OmegaConf.create({"strategy": "ddp", "devices": 2})
+    with pytest.raises(ConfigError, match="hydra/launcher=slurm"):
+        sweep.check_ranks(ddp, launcher)
+    sweep.check_ranks(ddp, "submitit_launcher.SlurmLauncher")
+    sweep.check_ranks(OmegaConf.create({"strategy": "ddp_spawn", "devices": 2}), launcher)
+    sweep.check_ranks(OmegaConf.create({"strategy": "ddp", "devices": 1}), launcher)
+    with pytest.raises(ConfigError):
+        sweep.check_ranks(OmegaConf.create({"strategy": "auto", "devices": [0, 1]}), launcher)
+
+
+def test_joblib_workers_get_distinct_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    sweep.pin_gpu(3)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "6"
+
+
+def test_slurm_preset_composes_into_an_sbatch_script(tmp_path, monkeypatch):
+    """The preset's keys reach sbatch as the submitit launcher passes them (without a cluster: a stub srun)."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "hydra.launcher.partition=gpu",
+            "hydra.launcher.timeout_min=240", "hydra.launcher.array_parallelism=8"])
+    params = instantiate(cfg.hydra.launcher).params
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k not in ("submitit_folder", "max_num_timeout")})
+    script = _make_sbatch_string("python -m lmexp.train", tmp_path, map_count=20, **executor._executor.parameters)
+    for line in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--time=240", "--array=0-19%8"):
+        assert f"#SBATCH {line}\n" in script
+    sweep.check_ranks(cfg.trainer, cfg.hydra.launcher._target_)  # ranks started by SLURM: allowed
