@@ -33,8 +33,8 @@ def main() -> None:
     job = ["data=tinyshakespeare", f"data.path={SHAKESPEARE}", "tokenizer=char", "callbacks=minimal",
            "trainer.enable_progress_bar=false", "trainer.limit_val_batches=5", "trainer.limit_test_batches=5"]
 
-    def run(*overrides: str) -> float:
-        command = [sys.executable, "-m", "lmexp.train", *job, *overrides]
+    def run(*overrides: str, sweep: bool = False) -> float:
+        command = [sys.executable, "-m", "lmexp.train", *(["-m"] if sweep else []), *job, *overrides]
         start = time.perf_counter()
         subprocess.run(command, env=env, cwd=root, check=True, capture_output=True)
         seconds = time.perf_counter() - start
@@ -44,14 +44,14 @@ def main() -> None:
     run("trainer.max_steps=1")  # untimed: fills the preprocessing cache
     print(f"2x2 sweep, {args.steps} steps per job:")
     short = [f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.steps}"]
-    sweep = ["-m", *short, "optimizer.lr=1e-3,3e-3", "seed=1,2"]
-    basic = run(*sweep)
-    joblib = run(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    two_by_two = [*short, "optimizer.lr=1e-3,3e-3", "seed=1,2"]
+    basic = run(*two_by_two, sweep=True)
+    joblib = run(*two_by_two, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", sweep=True)
     print(f"basic / joblib(n_jobs=2) = {basic / joblib:.2f}")
 
     print("4 jobs of 1 step: one sweep vs four single runs:")
     tiny = ["trainer.max_steps=1", "trainer.val_check_interval=1"]
-    as_sweep = run("-m", *tiny, "seed=1,2,3,4")
+    as_sweep = run(*tiny, "seed=1,2,3,4", sweep=True)
     singles = sum(run(*tiny, f"seed={seed}") for seed in (1, 2, 3, 4))
     print(f"per job: {as_sweep / 4:.1f}s in one sweep, {singles / 4:.1f}s as single runs")
 

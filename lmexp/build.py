@@ -62,6 +62,7 @@ def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = 
         num_proc=cfg.data.get("num_proc"),
         cache_dir=cfg.paths.get("cache_dir"),
         seed=cfg.get("seed", 0),
+        sampling=cfg.data.get("sampling", "packed"),
     )
 
 

@@ -113,3 +113,18 @@ def test_split_smaller_than_one_block_is_a_config_error(tmp_path):
     source = TextFiles(train_files=str(tmp_path / "a.txt"), split={"val_fraction": 0.0, "test_fraction": 0.0})
     with pytest.raises(ConfigError, match="data.block_size=64"):
         LMDataModule(source, BYTE, block_size=64, batch_size=2).prepare()
+
+
+def test_random_windows_start_anywhere_and_are_seeded():
+    from lmexp.data.packing import ResumableRandomSampler, TokenWindows
+
+    stream = np.arange(100)
+    windows = TokenWindows(stream, 5)
+    assert len(windows) == 96 and windows.__getitems__([0, 95]).tolist() == [[0, 1, 2, 3, 4], [95, 96, 97, 98, 99]]
+    sampler = ResumableRandomSampler(20, seed=3, population=len(windows))
+    first = list(sampler)
+    assert len(first) == 20 and max(first) < 96 and len(set(o % 5 for o in first)) > 1  # not block-aligned
+    sampler.skip = 7
+    assert list(sampler) == first[7:]
+    sampler.set_epoch(1)
+    assert list(sampler) != first

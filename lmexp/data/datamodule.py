@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from lmexp.data.cache import cache_key, load_or_build
-from lmexp.data.packing import ResumableRandomSampler, TokenBlocks, pack_into_blocks, smallest_dtype
+from lmexp.data.packing import ResumableRandomSampler, TokenBlocks, TokenWindows, pack_into_blocks, smallest_dtype
 from lmexp.data.sources import Corpus
 from lmexp.errors import ConfigError
 
@@ -77,6 +77,7 @@ class LMDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         collate: Callable | None = None,
         seed: int = 0,
+        sampling: str = "packed",
     ) -> None:
         super().__init__()
         self.source = source
@@ -89,6 +90,9 @@ class LMDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.collate = collate
         self.seed = seed
+        if sampling not in ("packed", "random_windows"):
+            raise ConfigError(f"data.sampling must be 'packed' or 'random_windows', got '{sampling}'")
+        self.sampling = sampling
         self.samples_to_skip = 0  # set when resuming mid-epoch (see load_state_dict)
         self.tokenizer = None
         self.blocks: dict[str, np.ndarray] = {}
@@ -145,11 +149,10 @@ class LMDataModule(pl.LightningDataModule):
     def num_tokens(self, name: str) -> int:
         return int(self.blocks[name].size) if name in self.blocks else 0
 
-    def _loader(self, name: str, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
-        if not self.blocks:
-            raise RuntimeError("LMDataModule.prepare() must run before the loaders are asked for")
+    def _loader(self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None = None
+                ) -> DataLoader:
         return DataLoader(
-            TokenBlocks(self.blocks[name]),
+            dataset,
             batch_size=self.batch_size if sampler is not None else self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -161,9 +164,16 @@ class LMDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableRandomSampler(len(self.blocks["train"]), self.seed)
+        rows = self.blocks["train"]
+        if self.sampling == "random_windows":
+            # As many windows per epoch as packed rows, each at a random offset of the stream.
+            dataset = TokenWindows(np.asarray(rows).reshape(-1), rows.shape[1])
+            sampler = ResumableRandomSampler(len(rows), self.seed, population=len(dataset))
+        else:
+            dataset = TokenBlocks(rows)
+            sampler = ResumableRandomSampler(len(rows), self.seed)
         sampler.skip, self.samples_to_skip = self.samples_to_skip, 0
-        return self._loader("train", sampler)
+        return self._loader(dataset, sampler)
 
     def state_dict(self) -> dict[str, int]:
         """Saved in checkpoints: how far into the current epoch training got."""
@@ -176,7 +186,7 @@ class LMDataModule(pl.LightningDataModule):
         self.samples_to_skip = state.get("train_samples_done_in_epoch", 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
+        return self._loader(TokenBlocks(self.blocks["validation"]))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader(TokenBlocks(self.blocks["test"]))

@@ -41,6 +41,24 @@ class TokenBlocks(torch.utils.data.Dataset):
         return torch.from_numpy(self.blocks[np.asarray(indices)].astype(np.int64))
 
 
+class TokenWindows(torch.utils.data.Dataset):
+    """Windows of `window` tokens starting at any offset of one token stream (nanoGPT's sampling):
+    the index is the start offset, drawn by ResumableRandomSampler(population=...)."""
+
+    def __init__(self, stream: np.ndarray, window: int) -> None:
+        self.stream, self.window = stream, window
+        self.starts = np.arange(window)
+
+    def __len__(self) -> int:
+        return len(self.stream) - self.window + 1
+
+    def __getitem__(self, offset: int) -> torch.Tensor:
+        return torch.from_numpy(self.stream[offset: offset + self.window].astype(np.int64))
+
+    def __getitems__(self, offsets: list[int]) -> torch.Tensor:
+        return torch.from_numpy(self.stream[np.asarray(offsets)[:, None] + self.starts].astype(np.int64))
+
+
 class ResumableRandomSampler(torch.utils.data.Sampler[int]):
     """A seeded random order per epoch that can start part-way through an epoch.
 
@@ -49,8 +67,11 @@ class ResumableRandomSampler(torch.utils.data.Sampler[int]):
     Lightning calls `set_epoch`; the data module sets `skip` from the checkpoint.
     """
 
-    def __init__(self, num_samples: int, seed: int) -> None:
+    def __init__(self, num_samples: int, seed: int, population: int | None = None) -> None:
+        # population: draw num_samples indices from range(population) with replacement (random
+        # windows) instead of a permutation of range(num_samples).
         self.num_samples = num_samples
+        self.population = population
         self.seed = seed
         self.epoch = 0
         self.skip = 0
@@ -60,7 +81,10 @@ class ResumableRandomSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        if self.population is None:
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = torch.randint(self.population, (self.num_samples,), generator=generator).tolist()
         start, self.skip = self.skip, 0  # skipping applies to the first epoch after a resume only
         return iter(order[start:])
 
