@@ -57,15 +57,18 @@ def list_experiments() -> int:
         table.add_column(column)
     for name in experiment_names():
         paper = compose_experiment(name, []).paper
-        reported = paper.reported if paper.reported is not None else f"none (reference {paper.get('reference')})"
+        reported = paper.reported if paper.reported is not None else f"none (reference: {paper.get('reference')})"
         table.add_row(name, f"{paper.title} ({paper.year})", paper.metric, str(reported), paper.hardware)
     Console().print(table)
     return 0
 
 
-def verdict(paper: DictConfig, obtained: float) -> tuple[float, float, bool]:
-    """(target, tolerance, passed) for an obtained value against the paper block."""
+def verdict(paper: DictConfig, obtained: float) -> tuple[float | None, float | None, bool | None]:
+    """(target, tolerance, passed) for an obtained value against the paper block; passed is None
+    when there is nothing to compare with yet (no published number and no recorded reference)."""
     target = paper.reported if paper.reported is not None else paper.reference
+    if target is None:
+        return None, None, None
     tolerance = paper.tolerance * abs(target) if paper.get("relative_tolerance") else paper.tolerance
     if paper.direction == "min":
         return target, tolerance, obtained <= target + tolerance
@@ -104,13 +107,13 @@ def reproduce_experiment(name: str, overrides: list[str]) -> int:
               "reported": paper.reported, "target": target, "obtained": obtained, "tolerance": tolerance,
               "direction": paper.direction, "passed": passed, "wall_time_s": summary["wall_time_s"]}
     (run_dir / "reproduction.json").write_text(json.dumps(result, indent=2) + "\n")
+    reported = paper.reported if paper.reported is not None else f"reference {target}"
+    bound = "-" if tolerance is None else f"{'+' if paper.direction == 'min' else '-'}{tolerance:.4f}"
+    outcome = {True: "PASS", False: "FAIL", None: "RECORDED (no number to compare with yet)"}[passed]
     print_table(["metric", "reported", "obtained", "tolerance", "result"],
-                [[f"{paper.metric} ({result['at']})", str(paper.reported if paper.reported is not None
-                                                          else f"reference {target}"),
-                  f"{obtained:.4f}", f"{'+' if paper.direction == 'min' else '-'}{tolerance:.4f}",
-                  "PASS" if passed else "FAIL"]])
+                [[f"{paper.metric} ({result['at']})", str(reported), f"{obtained:.4f}", bound, outcome]])
     print(f"run directory: {run_dir}")
-    return 0 if passed else 1
+    return 1 if passed is False else 0
 
 
 def reproduce_run(past: Path, overrides: list[str]) -> int:

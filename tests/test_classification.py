@@ -238,6 +238,8 @@ def test_bad_input_is_one_clear_line(make_cfg, tmp_path, reviews):
     expect_error(make_cfg, [*base, *data, "data.label_column=rating"], "data.label_column", "train.csv", "rating")
     expect_error(make_cfg, [*base, *data, f"data.val_files={reviews}/surprise.csv"],
                  "'shocked'", "validation split", "surprise.csv")
+    (tmp_path / "ragged.csv").write_text("review,stars\ngood,positive\nbad,negative,extra\n")
+    expect_error(make_cfg, [*base, *data, f"data.train_files={tmp_path}/ragged.csv"], "ragged.csv", "line 3")
     (tmp_path / "not_a_run").mkdir()
     expect_error(make_cfg, [*base, *data, "model=from_run", f"model.init_from={tmp_path / 'not_a_run'}"],
                  "model.init_from=", "not an lmexp run directory")

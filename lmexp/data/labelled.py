@@ -13,7 +13,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets.exceptions import DatasetGenerationError
 
 from lmexp.data.sources import SPLITS, Corpus, SplitSpec, as_split_spec, carve_missing_splits, load_hub, resolve_files
 from lmexp.errors import ConfigError
@@ -76,7 +77,7 @@ class LabelledFiles:
         cache_dir: str | None = None,
     ) -> None:
         if (train_files is None) == (hub is None):
-            raise ConfigError("data: set data.train_files (local files) or data.hub (a hub data set), not both")
+            raise ConfigError("data: set exactly one of data.train_files (local files) and data.hub (a hub data set)")
         if not 1 <= len(text_columns) <= 2:
             raise ConfigError(f"data.text_columns: one column, or two for sentence pairs; got {list(text_columns)}")
         given = {"train": train_files, "validation": val_files, "test": test_files}
@@ -111,8 +112,13 @@ class LabelledFiles:
             for path in paths:
                 hasher.update(path.name.encode() + b"\0" + path.read_bytes())
         data_files = {name: [str(p) for p in paths] for name, paths in files.items()}
-        loaded = load_hub(builder, key="data.train_files", data_files=data_files, cache_dir=self.cache_dir, **options)
-        return dict(loaded), {name: ", ".join(p.name for p in paths) for name, paths in files.items()}
+        origins = {name: ", ".join(p.name for p in paths) for name, paths in files.items()}
+        try:
+            loaded = load_dataset(builder, data_files=data_files, cache_dir=self.cache_dir, **options)
+        except DatasetGenerationError as err:  # a malformed file: the parser's own complaint names the line
+            cause = str(err.__cause__ or err).strip().splitlines()[-1]
+            raise ConfigError(f"data: cannot read {', '.join(origins.values())} as {builder}: {cause}") from None
+        return dict(loaded), origins
 
     def _read_hub(self, hasher: "hashlib._Hash") -> tuple[dict[str, Dataset], dict[str, str]]:
         loaded = load_hub(self.hub, self.hub_config, key="data.hub", cache_dir=self.cache_dir)
