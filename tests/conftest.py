@@ -76,8 +76,11 @@ def small_corpus(tmp_path_factory) -> Path:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m lmexp.train ARGS`, offline, writing under cwd/outputs."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_OUTPUT_ROOT": str(cwd / "outputs")}
+    """`python -m lmexp.train ARGS`, offline, writing under cwd/outputs, on one thread: the test
+    models are too small to gain from more, and a second thread contending for a busy CPU made
+    each job several times slower (measured)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_OUTPUT_ROOT": str(cwd / "outputs"),
+           "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "lmexp.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
