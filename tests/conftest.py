@@ -113,3 +113,16 @@ def train_losses(run_dir: Path) -> list[float]:
     """train/loss per logged step, from the CSV logger."""
     with open(run_dir / "csv" / "metrics.csv") as f:
         return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+
+
+def expect_config_error(make_cfg, overrides: list[str], *fragments: str) -> None:
+    """Training with these overrides fails with a one-line ConfigError containing every fragment."""
+    from lmexp.errors import ConfigError
+    from lmexp.train import train
+
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg(overrides))
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message

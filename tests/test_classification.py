@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import SHARED_DATA, SMALL_MODEL, TINY
+from conftest import expect_config_error, SHARED_DATA, SMALL_MODEL, TINY
 from lmexp.config import config_dir, register_resolvers
 from lmexp.data.classification import example_encoder
 from lmexp.data.labelled import TrecQuestions
@@ -223,38 +223,31 @@ def test_class_weighted_training_runs(make_cfg, tmp_path, reviews):
     assert read_summary(tmp_path / "run")["status"] == "completed"
 
 
-def expect_error(make_cfg, overrides: list[str], *fragments: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        train(make_cfg(overrides))
-    message = str(err.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def test_bad_input_is_one_clear_line(make_cfg, tmp_path, reviews):
     base = [*TINY, *CLASSIFY]  # every check fires before a step is trained
     data = review_data(reviews)
-    expect_error(make_cfg, [*base, *data, "data.label_column=rating"], "data.label_column", "train.csv", "rating")
-    expect_error(make_cfg, [*base, *data, f"data.val_files={reviews}/surprise.csv"],
+    expect_config_error(make_cfg, [*base, *data, "data.label_column=rating"], "data.label_column", "train.csv", "rating")
+    expect_config_error(make_cfg, [*base, *data, f"data.val_files={reviews}/surprise.csv"],
                  "'shocked'", "validation split", "surprise.csv")
     (tmp_path / "ragged.csv").write_text("review,stars\ngood,positive\nbad,negative,extra\n")
-    expect_error(make_cfg, [*base, *data, f"data.train_files={tmp_path}/ragged.csv"], "ragged.csv", "line 3")
+    expect_config_error(make_cfg, [*base, *data, f"data.train_files={tmp_path}/ragged.csv"], "ragged.csv", "line 3")
     (tmp_path / "not_a_run").mkdir()
-    expect_error(make_cfg, [*base, *data, "model=from_run", f"model.init_from={tmp_path / 'not_a_run'}"],
+    expect_config_error(make_cfg, [*base, *data, "model=from_run", f"model.init_from={tmp_path / 'not_a_run'}"],
                  "model.init_from=", "not an lmexp run directory")
     (tmp_path / "foreign" / "checkpoints").mkdir(parents=True)
     torch.save({"state_dict": {}}, tmp_path / "foreign" / "checkpoints" / "last.ckpt")
-    expect_error(make_cfg, [*base, *data, "model=from_run", f"model.init_from={tmp_path / 'foreign'}"],
+    expect_config_error(make_cfg, [*base, *data, "model=from_run", f"model.init_from={tmp_path / 'foreign'}"],
                  "model.init_from=", "not an lmexp checkpoint")
     # The first token of a causal decoder has seen nothing else: it cannot represent the sequence.
-    expect_error(make_cfg, [*base, *data, "model=gpt_tiny", "objective.pooling=cls"],
+    expect_config_error(make_cfg, [*base, *data, "model=gpt_tiny", "objective.pooling=cls"],
                  "objective.pooling=cls", "causal decoder")
-    expect_error(make_cfg, [*TINY, "objective=classification", "data=default"],
+    expect_config_error(make_cfg, [*TINY, "objective=classification", "data=default"],
                  "objective=classification needs labelled data")
 
 
 def test_freeze_backbone_needs_classification(make_cfg, small_corpus, pretrained):
-    expect_error(make_cfg, [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "model=from_run",
+    expect_config_error(make_cfg, [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "model=from_run",
                             f"model.init_from={pretrained('gpt_tiny')}", "model.freeze_backbone=true"],
                  "model.freeze_backbone=true", "objective=classification")
