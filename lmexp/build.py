@@ -47,44 +47,29 @@ def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = 
                      labels: list | None = None) -> LMDataModule | ClassificationDataModule:
     """Packed blocks for the LM objectives, labelled examples for classification (`labels`:
     a fixed label list, e.g. a checkpoint's; None: the train split's)."""
-    if is_classification(cfg):
-        return build_classification_datamodule(cfg, tokenizer_cfg, labels)
+    classification = is_classification(cfg)
+    if classification and "max_length" not in cfg.data:
+        raise ConfigError(
+            f"objective=classification needs labelled data (data=sst2, trec or labelled_files); "
+            f"data={choice(cfg, 'data')} is unlabelled text"
+        )
     if "_target_" in cfg.data:  # a data module of its own (e.g. generated algorithmic tasks)
         return instantiate_or_explain(cfg.data, "data", seed=cfg.get("seed", 0))
-    extra = get_class(cfg.objective._target_).extra_tokens
-    return LMDataModule(
+    common = dict(
         source=instantiate_or_explain(cfg.data.source, "data"),
         tokenizer=tokenizer_cfg if tokenizer_cfg is not None else cfg.tokenizer,
-        block_size=cfg.data.block_size + extra,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.get("eval_batch_size"),
         num_workers=cfg.data.get("num_workers", 0),
         num_proc=cfg.data.get("num_proc"),
         cache_dir=cfg.paths.get("cache_dir"),
         seed=cfg.get("seed", 0),
-        sampling=cfg.data.get("sampling", "packed"),
     )
-
-
-def build_classification_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None,
-                                    labels: list | None) -> ClassificationDataModule:
-    if "max_length" not in cfg.data:
-        raise ConfigError(
-            f"objective=classification needs labelled data (data=sst2, trec or labelled_files); "
-            f"data={choice(cfg, 'data')} is unlabelled text"
-        )
-    return ClassificationDataModule(
-        source=instantiate_or_explain(cfg.data.source, "data"),
-        tokenizer=tokenizer_cfg if tokenizer_cfg is not None else cfg.tokenizer,
-        max_length=cfg.data.max_length,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.get("eval_batch_size"),
-        num_workers=cfg.data.get("num_workers", 0),
-        num_proc=cfg.data.get("num_proc"),
-        cache_dir=cfg.paths.get("cache_dir"),
-        max_train_examples=cfg.data.get("max_train_examples"),
-        labels=labels,
-    )
+    if classification:
+        return ClassificationDataModule(max_length=cfg.data.max_length,
+                                        max_train_examples=cfg.data.get("max_train_examples"), labels=labels, **common)
+    extra = get_class(cfg.objective._target_).extra_tokens
+    return LMDataModule(block_size=cfg.data.block_size + extra, sampling=cfg.data.get("sampling", "packed"), **common)
 
 
 def build_objective(cfg: DictConfig, datamodule: LMDataModule | ClassificationDataModule) -> Any:
@@ -173,10 +158,10 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 
 def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) -> pl.Trainer:
-    from lmexp.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
+    from lmexp.checkpointing import AtomicCheckpointIO, KeepLastCheckpoint
 
     return instantiate_or_explain(
-        cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, SaveOnInterrupt()],
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, KeepLastCheckpoint()],
         plugins=[AtomicCheckpointIO()],
     )
 

@@ -121,7 +121,7 @@ def to_transformers(run) -> nn.Module:
         _check_same_logits(run.model, converted)
         return converted
     raise refuse(f"model={type(run.model).__name__}: no exact Hugging Face equivalent "
-                 "(post-LN nn.TransformerEncoder with sinusoidal positions and no embedding LayerNorm)")
+                 "(only native Transformer and hf_* models are exported)")
 
 
 def _check_same_logits(native: nn.Module, converted: nn.Module) -> None:

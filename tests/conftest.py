@@ -27,6 +27,7 @@ TINY = [
 # Shrink each model option so every one trains in seconds.
 SMALL_MODEL = {
     "native": ["model.d_model=32", "model.n_layers=1", "model.n_heads=2"],
+    "ngrams": ["model.d_model=32", "model.buckets=1024"],
     "seed_encoder": ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.dropout=0.0"],
     "hf_gpt2": ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"],
     "hf_bert": ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",

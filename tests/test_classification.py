@@ -217,6 +217,24 @@ def test_class_weights():
         class_weight_tensor([1.0], [3, 1])
 
 
+def test_resume_mid_epoch_continues_the_same_example_order(make_cfg, tmp_path, reviews):
+    # 240 examples in batches of 64: 4 steps an epoch, so step 6 is mid-way through the second.
+    # Dropout on, so the RNG must be restored too; a constant schedule, so max_steps changes no LR.
+    common = [*TINY, *CLASSIFY, *review_data(reviews), *SMALL_MODEL["native"], "model.dropout=0.1",
+              "data.batch_size=64", "scheduler=constant", "trainer.deterministic=true"]
+    train(make_cfg([*common, "trainer.max_steps=10"], run="alone"))
+    # Validation (and so the regular checkpoint) runs every 6 steps: last.ckpt must still hold step 10.
+    assert torch.load(tmp_path / "alone/checkpoints/last.ckpt", weights_only=False)["global_step"] == 10
+    train(make_cfg([*common, "trainer.max_steps=6"], run="first"))
+    assert torch.load(tmp_path / "first/checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
+    train(make_cfg([*common, "trainer.max_steps=10", f"ckpt_path={tmp_path / 'first'}"], run="resumed"))
+    alone = backbone_weights(tmp_path / "alone/checkpoints/last.ckpt", "")
+    resumed = backbone_weights(tmp_path / "resumed/checkpoints/last.ckpt", "")
+    assert alone.keys() == resumed.keys()
+    for name in alone:
+        assert torch.equal(alone[name], resumed[name]), name
+
+
 def test_class_weighted_training_runs(make_cfg, tmp_path, reviews):
     train(make_cfg([*TINY, *CLASSIFY, *review_data(reviews), *SMALL_MODEL["native"],
                     "objective.class_weights=balanced", "trainer.max_steps=2"]))

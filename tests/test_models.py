@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from lmexp.models.hf import HFModel
+from lmexp.models.bag_of_ngrams import BagOfNgrams, ngram_buckets
+from lmexp.models.classifier import Classifier
 from lmexp.models.transformer import SeedEncoder, Transformer
 
 VOCAB, MAX_LEN, B, T = 50, 16, 2, 10
@@ -35,6 +37,8 @@ def build(kind: str, attention: str):
     torch.manual_seed(0)
     if kind in ("learned", "rotary"):
         model = Transformer(VOCAB, MAX_LEN, attention, d_model=32, n_layers=2, n_heads=4, positions=kind)
+    elif kind == "ngrams":
+        model = BagOfNgrams(VOCAB, MAX_LEN, attention, d_model=32, ngrams=3, buckets=101)
     elif kind == "seed":
         model = SeedEncoder(VOCAB, MAX_LEN, attention, d_model=32, n_heads=4, n_layers=2, dropout=0.0)
     else:
@@ -43,7 +47,7 @@ def build(kind: str, attention: str):
 
 
 CASES = [(kind, attention) for kind in ("learned", "rotary", "seed") for attention in ("causal", "bidirectional")]
-CASES += list(HF_ATTENTION.items())
+CASES += list(HF_ATTENTION.items()) + [("ngrams", "causal")]
 IDS = [f"{kind}-{attention}" for kind, attention in CASES]
 
 
@@ -145,6 +149,46 @@ def test_residual_projections_use_scaled_init():
     assert model.blocks[0].attn.qkv.bias.abs().max().item() == 0.0
 
 
+def test_fan_in_init_matches_the_grokking_paper():
+    torch.manual_seed(0)
+    model = Transformer(1000, MAX_LEN, d_model=256, n_layers=8, n_heads=4, d_ff=1024, init="fan_in", tie_embeddings=False)
+    assert model.tok_emb.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
+    assert model.blocks[0].mlp.fc.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
+    assert model.blocks[0].mlp.proj.weight.std().item() == pytest.approx(1024 ** -0.5, rel=0.05)
+    assert model.lm_head.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
+    assert model.blocks[0].attn.qkv.bias.abs().max().item() == 0.0
+
+
+def test_ngram_buckets_hash_equal_ngrams_equally_and_skip_padding():
+    ids = torch.tensor([[5, 6, 7, 5, 6, 7, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0]])
+    bigrams = ngram_buckets(ids, 2, 1000, mask)[0].tolist()
+    assert bigrams[0] == -1 and bigrams[-1] == -1  # no bigram before the first token or into padding
+    assert bigrams[1] == bigrams[4] and bigrams[2] == bigrams[5] and bigrams[1] != bigrams[2]
+    assert all(0 <= b < 1000 for b in bigrams[1:-1])
+    trigrams = ngram_buckets(ids, 3, 1000)[0].tolist()
+    assert trigrams[:2] == [-1, -1] and trigrams[2] == trigrams[5] != trigrams[3]
+
+
+def test_bag_of_ngrams_sees_the_previous_token_only_with_bigrams():
+    ids = random_ids()
+    changed = ids.clone()
+    changed[:, 3] = (changed[:, 3] + 1) % VOCAB
+    for ngrams, affected in ((1, False), (2, True)):
+        torch.manual_seed(0)
+        model = BagOfNgrams(VOCAB, MAX_LEN, d_model=16, ngrams=ngrams, buckets=64).eval()
+        with torch.no_grad():
+            moved = not torch.allclose(model.encode(ids)[:, 4], model.encode(changed)[:, 4])
+        assert moved == affected
+    with pytest.raises(ValueError, match="attention must be causal"):
+        BagOfNgrams(VOCAB, MAX_LEN, attention="bidirectional")
+
+
+def test_classifier_pools_a_bag_by_its_mean_and_a_decoder_by_its_last_token():
+    assert Classifier(BagOfNgrams(VOCAB, MAX_LEN), num_classes=3).pooling == "mean"
+    assert Classifier(Transformer(VOCAB, MAX_LEN, d_model=32, n_layers=1, n_heads=4), num_classes=3).pooling == "last"
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -152,6 +196,7 @@ def test_residual_projections_use_scaled_init():
         (dict(positions="alibi"), "unknown positions='alibi'; valid values: learned, rotary"),
         (dict(attention="prefix"), "unknown attention='prefix'; valid values: causal, bidirectional"),
         (dict(activation="swish"), "unknown activation='swish'; valid values: gelu, relu"),
+        (dict(init="xavier"), "unknown init='xavier'; valid values: gpt2, fan_in"),
     ],
 )
 def test_transformer_rejects_bad_arguments(kwargs, message):

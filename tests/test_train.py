@@ -68,6 +68,7 @@ def test_default_causal_lm_records_metrics_checkpoints_and_wandb(make_cfg, tmp_p
 
 @pytest.mark.parametrize("model, size", [
     ("gpt_tiny", "native"), ("gpt_small", "native"), ("hf_gpt2", "hf_gpt2"), ("hf_llama", "hf_llama"),
+    ("bag_of_ngrams", "ngrams"),
 ])
 def test_causal_models_train(make_cfg, tmp_path, small_corpus, model, size):
     train(make_cfg([*TINY, *corpus_overrides(small_corpus), f"model={model}", *SMALL_MODEL[size]]))

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pytorch_lightning as pl
 from datasets import Dataset, DatasetDict, load_from_disk
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from lmexp.data.cache import cache_key, load_or_build
+from lmexp.data.datamodule import TokenizedDataModule
 from lmexp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,47 +73,20 @@ def example_encoder(tokenizer, max_length: int, label_ids: dict) -> Callable[[di
     return encode
 
 
-class ClassificationDataModule(pl.LightningDataModule):
-    """Labelled examples for objective=classification.
+class ClassificationDataModule(TokenizedDataModule):
+    """Labelled examples for objective=classification. `prepare()` also makes the labels and their
+    train counts, which the objective needs."""
 
-    Call `prepare()` before building the objective and the model: the tokenizer, the labels and
-    their train counts come from here. The objective's collator is set afterwards with `collate`.
-    """
-
-    def __init__(
-        self,
-        source: Any,
-        tokenizer: DictConfig | dict,
-        max_length: int,
-        batch_size: int,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        num_proc: int | None = None,
-        cache_dir: str | None = None,
-        max_train_examples: int | None = None,
-        labels: list | None = None,
-        collate: Callable | None = None,
-    ) -> None:
-        super().__init__()
-        self.source = source
-        self.tokenizer_cfg = tokenizer
+    def __init__(self, source: Any, tokenizer: DictConfig | dict, max_length: int, batch_size: int,
+                 max_train_examples: int | None = None, labels: list | None = None, **common: Any) -> None:
+        super().__init__(source, tokenizer, batch_size, **common)
         self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.num_proc = num_proc
-        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_train_examples = max_train_examples
         self.given_labels = list(labels) if labels is not None else None
-        self.collate = collate
-        self.tokenizer = None
         self.labels: list = []
         self.label_counts: list[int] = []
         self.examples: dict[str, Dataset] = {}
         self.split_origins: dict[str, str] = {}
-        self.fingerprint: str | None = None
-        self.cache_hit = False
-        self.preprocess_s = 0.0
 
     def prepare(self) -> None:
         if self.tokenizer is not None:
@@ -127,10 +100,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.split_origins = corpus.origins
         self.labels = self.given_labels or sorted(set(splits["train"]["label"][:]))
         check_labels(splits, self.labels, corpus.origins, "checkpoint's" if self.given_labels else "train split's")
-        tokenizer_cfg = (
-            OmegaConf.to_container(self.tokenizer_cfg, resolve=True)
-            if isinstance(self.tokenizer_cfg, DictConfig) else dict(self.tokenizer_cfg)
-        )
+        tokenizer_cfg = self.resolved_tokenizer_cfg()
         key = cache_key({
             "format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg, "labels": self.labels,
             "max_length": self.max_length, "max_train_examples": self.max_train_examples, "shape": "classification",
@@ -172,23 +142,17 @@ class ClassificationDataModule(pl.LightningDataModule):
     def has_split(self, name: str) -> bool:
         return name in self.examples
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _examples(self, name: str) -> Dataset:
         if not self.examples:
             raise RuntimeError("ClassificationDataModule.prepare() must run before the loaders are asked for")
-        return DataLoader(
-            self.examples[name],
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=self.collate,
-        )
+        return self.examples[name]
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        train = self._examples("train")
+        return self._train_loader(train, len(train))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
+        return self._loader(self._examples("validation"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self._examples("test"))

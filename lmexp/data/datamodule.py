@@ -58,18 +58,18 @@ def tokenize_and_pack(corpus: Corpus, tokenizer, block_size: int, num_proc: int 
     return blocks
 
 
-class LMDataModule(pl.LightningDataModule):
-    """Packed-block data for causal and masked LM objectives.
+class TokenizedDataModule(pl.LightningDataModule):
+    """What LM and classification data share: a source and a tokenizer config turned into arrays by
+    `prepare()` (cached), and loaders whose training order is seeded and resumes mid-epoch exactly.
 
-    Call `prepare()` before building the model: the model's vocabulary comes from the
-    tokenizer made here. The objective's collator is set afterwards with `collate`.
+    Call `prepare()` before building the model: the model's vocabulary comes from the tokenizer
+    made there. The objective's collator is set afterwards with `collate`.
     """
 
     def __init__(
         self,
         source: Any,
         tokenizer: DictConfig | dict,
-        block_size: int,
         batch_size: int,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -77,12 +77,10 @@ class LMDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         collate: Callable | None = None,
         seed: int = 0,
-        sampling: str = "packed",
     ) -> None:
         super().__init__()
         self.source = source
         self.tokenizer_cfg = tokenizer
-        self.block_size = block_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -90,15 +88,59 @@ class LMDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.collate = collate
         self.seed = seed
-        if sampling not in ("packed", "random_windows"):
-            raise ConfigError(f"data.sampling must be 'packed' or 'random_windows', got '{sampling}'")
-        self.sampling = sampling
         self.samples_to_skip = 0  # set when resuming mid-epoch (see load_state_dict)
         self.tokenizer = None
-        self.blocks: dict[str, np.ndarray] = {}
         self.fingerprint: str | None = None
         self.cache_hit = False
         self.preprocess_s = 0.0
+
+    def resolved_tokenizer_cfg(self) -> dict:
+        if isinstance(self.tokenizer_cfg, DictConfig):
+            return OmegaConf.to_container(self.tokenizer_cfg, resolve=True)
+        return dict(self.tokenizer_cfg)
+
+    def _loader(self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None = None
+                ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if sampler is not None else self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate,
+            # Its own generator: making an iterator then draws nothing from the global RNG, whose
+            # stream (dropout) must not depend on when loaders were created (resume exactness).
+            generator=torch.Generator(),
+        )
+
+    def _train_loader(self, dataset: torch.utils.data.Dataset, num_samples: int,
+                      population: int | None = None) -> DataLoader:
+        sampler = ResumableRandomSampler(num_samples, self.seed, population=population)
+        sampler.skip, self.samples_to_skip = self.samples_to_skip, 0
+        return self._loader(dataset, sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints: how far into the current epoch training got."""
+        if self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_samples_done_in_epoch": done * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.samples_to_skip = state.get("train_samples_done_in_epoch", 0)
+
+
+class LMDataModule(TokenizedDataModule):
+    """Packed-block data for causal and masked LM objectives."""
+
+    def __init__(self, source: Any, tokenizer: DictConfig | dict, block_size: int, batch_size: int,
+                 sampling: str = "packed", **common: Any) -> None:
+        super().__init__(source, tokenizer, batch_size, **common)
+        self.block_size = block_size
+        if sampling not in ("packed", "random_windows"):
+            raise ConfigError(f"data.sampling must be 'packed' or 'random_windows', got '{sampling}'")
+        self.sampling = sampling
+        self.blocks: dict[str, np.ndarray] = {}
 
     def prepare(self) -> None:
         if self.tokenizer is not None:
@@ -106,10 +148,7 @@ class LMDataModule(pl.LightningDataModule):
         start = time.perf_counter()
         corpus = self.source.load()
         self.fingerprint = corpus.fingerprint
-        tokenizer_cfg = (
-            OmegaConf.to_container(self.tokenizer_cfg, resolve=True)
-            if isinstance(self.tokenizer_cfg, DictConfig) else dict(self.tokenizer_cfg)
-        )
+        tokenizer_cfg = self.resolved_tokenizer_cfg()
         key = cache_key({
             "format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg,
             "block_size": self.block_size, "shape": "packed_blocks",
@@ -149,41 +188,13 @@ class LMDataModule(pl.LightningDataModule):
     def num_tokens(self, name: str) -> int:
         return int(self.blocks[name].size) if name in self.blocks else 0
 
-    def _loader(self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None = None
-                ) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if sampler is not None else self.eval_batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=self.collate,
-            # Its own generator: making an iterator then draws nothing from the global RNG, whose
-            # stream (dropout) must not depend on when loaders were created (resume exactness).
-            generator=torch.Generator(),
-        )
-
     def train_dataloader(self) -> DataLoader:
         rows = self.blocks["train"]
         if self.sampling == "random_windows":
             # As many windows per epoch as packed rows, each at a random offset of the stream.
-            dataset = TokenWindows(np.asarray(rows).reshape(-1), rows.shape[1])
-            sampler = ResumableRandomSampler(len(rows), self.seed, population=len(dataset))
-        else:
-            dataset = TokenBlocks(rows)
-            sampler = ResumableRandomSampler(len(rows), self.seed)
-        sampler.skip, self.samples_to_skip = self.samples_to_skip, 0
-        return self._loader(dataset, sampler)
-
-    def state_dict(self) -> dict[str, int]:
-        """Saved in checkpoints: how far into the current epoch training got."""
-        if self.trainer is None:
-            return {}
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"train_samples_done_in_epoch": done * self.batch_size}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.samples_to_skip = state.get("train_samples_done_in_epoch", 0)
+            windows = TokenWindows(np.asarray(rows).reshape(-1), rows.shape[1])
+            return self._train_loader(windows, len(rows), population=len(windows))
+        return self._train_loader(TokenBlocks(rows), len(rows))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(TokenBlocks(self.blocks["validation"]))

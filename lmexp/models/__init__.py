@@ -7,7 +7,8 @@ three plus ``hidden_size`` as attributes, and provides
 - ``forward(input_ids [B,T], attention_mask [B,T] | None) -> logits [B,T,vocab_size]``
 - ``encode(input_ids [B,T], attention_mask [B,T] | None) -> hidden states [B,T,hidden_size]``
 
-where ``attention_mask`` is 1 for real tokens and 0 for padding. Model modules are imported
+where ``attention_mask`` is 1 for real tokens and 0 for padding. A model may name the pooling a
+classifier should use by default (``default_pooling``, e.g. "mean" for a bag of n-grams). Model modules are imported
 only when chosen (``lmexp.models.hf`` pulls in transformers, which takes seconds).
 """
 

@@ -29,8 +29,9 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 class Classifier(nn.Module):
     """`forward(input_ids, attention_mask) -> logits [B, num_classes]`.
 
-    pooling `auto`: the mean for a bidirectional encoder, the last real token for a causal
-    decoder (the only one that has seen the whole sequence). `cls` is refused for a causal
+    pooling `auto`: the backbone's `default_pooling` if it has one (a bag of n-grams: mean), else the
+    mean for a bidirectional encoder and the last real token for a causal decoder (the only one that
+    has seen the whole sequence). `cls` is refused for a causal
     decoder: its first token sees only itself.
     """
 
@@ -39,7 +40,7 @@ class Classifier(nn.Module):
         super().__init__()
         check_choice("pooling", pooling, POOLINGS)
         if pooling == "auto":
-            pooling = "last" if backbone.attention == "causal" else "mean"
+            pooling = getattr(backbone, "default_pooling", "last" if backbone.attention == "causal" else "mean")
         if pooling == "cls" and backbone.attention == "causal":
             raise ValueError("the first token of a causal decoder sees only itself; use pooling=last or mean")
         self.backbone = backbone

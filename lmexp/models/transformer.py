@@ -10,6 +10,7 @@ from lmexp.models import ATTENTION_TYPES, check_choice, check_seq_len
 
 POSITIONS = ("learned", "rotary")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+INITS = ("gpt2", "fan_in")
 Rope = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) tables, or None without rotary positions
 
 
@@ -104,11 +105,13 @@ class Transformer(nn.Module):
         tie_embeddings: bool = True,
         activation: str = "gelu",
         norm: bool = True,
+        init: str = "gpt2",
     ):
         super().__init__()
         check_choice("attention", attention, ATTENTION_TYPES)
         check_choice("positions", positions, POSITIONS)
         check_choice("activation", activation, tuple(ACTIVATIONS))
+        check_choice("init", init, INITS)
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         head_dim = d_model // n_heads
@@ -136,18 +139,27 @@ class Transformer(nn.Module):
         if tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
 
-        self.apply(self._init_weights)
-        # GPT-2: scale residual-stream writes so the residual variance does not grow with depth.
-        for name, p in self.named_parameters():
-            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
+        self._init_weights(init, n_layers)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    def _init_weights(self, init: str, n_layers: int) -> None:
+        """`gpt2`: N(0, 0.02) everywhere, residual-stream writes scaled by 1/sqrt(2 * n_layers).
+        `fan_in`: N(0, 1/fan_in) (embeddings: 1/d_model), as in Nanda et al.'s grokking model;
+        GPT-2's much smaller init under weight decay 1.0 barely fits the training pairs.
+        Biases start at zero in both."""
+        def init_module(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02 if init == "gpt2" else module.embedding_dim ** -0.5)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02 if init == "gpt2" else module.in_features ** -0.5)
+
+        self.apply(init_module)
+        if init == "gpt2":
+            # Scale residual-stream writes so the residual variance does not grow with depth.
+            for name, p in self.named_parameters():
+                if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
 
     def num_parameters(self) -> int:
         # parameters() yields each shared tensor once, so the tied head is not double counted.
