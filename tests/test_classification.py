@@ -176,11 +176,12 @@ def test_sst2_slice_fine_tunes_offline_and_beats_the_majority_class(make_cfg, tm
     assert summary["metrics"]["val/acc"] > majority + 0.05, summary["metrics"]
 
 
-def test_trec_fine_tunes_offline_and_beats_the_majority_class(make_cfg, tmp_path):
+@pytest.mark.parametrize("model, size, lr", [("gpt_tiny", "native", 3e-3), ("bag_of_ngrams", "ngrams", 3e-2)])
+def test_trec_fine_tunes_offline_and_beats_the_majority_class(make_cfg, tmp_path, model, size, lr):
     train(make_cfg([*TINY, "objective=classification", "data=trec", f"data.path={SHARED_DATA / 'trec'}",
-                    "tokenizer=wordpiece", "tokenizer.vocab_size=1000", "model=gpt_tiny", *SMALL_MODEL["native"],
+                    "tokenizer=wordpiece", "tokenizer.vocab_size=1000", f"model={model}", *SMALL_MODEL[size],
                     "data.batch_size=32", "data.eval_batch_size=128", "trainer.max_steps=80", "trainer.val_check_interval=80",
-                    "optimizer.lr=3e-3", "scheduler.warmup_steps=10", "trainer.limit_test_batches=null"]))
+                    f"optimizer.lr={lr}", "scheduler.warmup_steps=10", "trainer.limit_test_batches=null"]))
     summary = read_summary(tmp_path / "run")
     assert summary["test_split"] == "TREC_10.label"
     majority = 138 / 500  # TREC_10: DESC
