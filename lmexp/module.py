@@ -47,7 +47,7 @@ class LMModule(pl.LightningModule):
         self.test_metrics = objective.metrics(outputs).clone(prefix="test/")
         self._eval_generator: torch.Generator | None = None
         # Per-batch training metrics (e.g. train/acc for grokking); off by default, they cost time.
-        self.train_metrics = objective.metrics(model.vocab_size).clone(prefix="train/") if train_metrics else None
+        self.train_metrics = objective.metrics(outputs).clone(prefix="train/") if train_metrics else None
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"))

@@ -109,7 +109,11 @@ def train(cfg: DictConfig) -> float:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
-        summary["metrics"] = {"train/loss": _float(trainer.callback_metrics.get("train/loss"))}
+        # The last training step's loss (and its acc, f1, ... with train_metrics=true).
+        summary["metrics"] = {
+            name: _float(value) for name, value in trainer.callback_metrics.items()
+            if name.startswith("train/") and name not in ("train/lr", "train/tokens_per_s")
+        }
         # The recorded validation metrics cover the split as the test does (the whole split unless
         # trainer.limit_test_batches says otherwise), not the subset used for periodic validation.
         trainer.limit_val_batches = trainer.limit_test_batches
