@@ -244,6 +244,29 @@ def test_class_weighted_training_with_train_metrics_runs(make_cfg, tmp_path, rev
     assert 0.0 <= summary["metrics"]["train/acc"] <= 1.0  # sized by the 3 classes, not the vocabulary
 
 
+def test_hub_dataset_with_class_labels_and_an_unlabelled_test_split(make_cfg, tmp_path):
+    # A local folder read by datasets.load_dataset exactly as a hub data set by name is (offline):
+    # GLUE SST-2's shape, int labels with ClassLabel names, a test split labelled -1.
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+    repo = tmp_path / "glue_like"
+    repo.mkdir()
+    for split, n, label in (("train", 60, None), ("validation", 20, None), ("test", 10, -1)):
+        rows = {"sentence": [f"a {WORDS['positive' if i % 2 else 'negative'][i % 3]} film" for i in range(n)],
+                "label": [label if label is not None else i % 2 for i in range(n)]}
+        Dataset.from_dict(rows, features=features).to_parquet(str(repo / f"{split}.parquet"))
+    overrides = [*TINY, *CLASSIFY, *SMALL_MODEL["native"], "data=labelled_files", f"data.hub={repo}",
+                 "data.text_columns=[sentence]", "trainer.max_steps=2"]
+    expect_config_error(make_cfg, overrides, "unlabelled (label -1)", "data.hub_splits")
+    train(make_cfg([*overrides, "data.hub_splits.test=null"]))
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "completed"
+    assert json.loads((tmp_path / "run" / "labels.json").read_text()) == ["negative", "positive"]
+    # The unlabelled test split is not used: test examples are carved out of train instead.
+    assert summary["test_split"] == f"10% of {repo} split 'train', carved with data.split.seed=0"
+
+
 def test_bad_input_is_one_clear_line(make_cfg, tmp_path, reviews):
     base = [*TINY, *CLASSIFY]  # every check fires before a step is trained
     data = review_data(reviews)
