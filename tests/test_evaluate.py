@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from conftest import SMALL_MODEL, TINY
+from conftest import SMALL_MODEL, TINY, cli
+from lmexp.build import build_datamodule
 from lmexp.errors import ConfigError
 from lmexp.evaluate import evaluate
 from lmexp.records import read_summary
@@ -38,6 +39,26 @@ def test_eval_accepts_a_run_directory_and_other_data(make_cfg, tmp_path, trained
                                  f"data.train_files={small_corpus}/doc0*.txt", "splits=[validation]"],
                                 config_name="eval", run="eval"))
     assert set(metrics) == {"val/loss", "val/perplexity", "val/acc", "val/f1"}
+
+
+def test_ddp_validation_counts_every_block_once(make_cfg, tmp_path, small_corpus):
+    # Two CPU ranks (gloo). The whole validation and test splits have an odd number of blocks, which
+    # Lightning's default sampler would pad by repeating one: the metrics must match a
+    # single-process evaluation of the same checkpoint.
+    data = ["data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte", "data.block_size=40"]
+    datamodule = build_datamodule(make_cfg([*TINY, *data]))
+    datamodule.prepare()
+    blocks = {split: len(datamodule.blocks[split]) for split in ("validation", "test")}
+    assert all(n % 2 == 1 for n in blocks.values()), blocks  # else nothing would be padded
+    run = cli(*TINY, *data, *SMALL_MODEL["native"], "data.eval_batch_size=4", "trainer=ddp",
+              "trainer.accelerator=cpu", "trainer.devices=2", "trainer.limit_val_batches=null",
+              "trainer.limit_test_batches=null", "trainer.max_steps=4", "trainer.val_check_interval=2",
+              "logger=none", f"hydra.run.dir={tmp_path / 'ddp'}", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trained = read_summary(tmp_path / "ddp")
+    metrics = evaluate(make_cfg([f"ckpt_path={tmp_path / 'ddp'}"], config_name="eval", run="eval"))
+    for key in ("val/loss", "val/acc", "test/loss", "test/acc"):
+        assert metrics[key] == pytest.approx(trained["metrics"][key], rel=1e-5), key
 
 
 def test_eval_errors(make_cfg, tmp_path):

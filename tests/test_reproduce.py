@@ -80,7 +80,7 @@ def test_verdict_directions_and_relative_tolerance(make_cfg):
     seed = make_cfg(["experiment=seed_article_mlm", "paper.reference=400.0"]).paper
     target, tolerance, passed = verdict(seed, 420.0)
     assert tolerance == pytest.approx(40.0) and passed
-    unmeasured = make_cfg(["experiment=seed_article_mlm"]).paper
+    unmeasured = make_cfg(["experiment=seed_article_mlm", "paper.reference=null"]).paper
     assert verdict(unmeasured, 420.0) == (None, None, None)
 
 

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from lmexp.data.cache import cache_key, load_or_build
@@ -101,9 +102,17 @@ class TokenizedDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None = None
                 ) -> DataLoader:
+        """A training loader with `sampler`, or an evaluation loader (in order) without one."""
+        training = sampler is not None
+        if not training and self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads a split to a multiple of the world size by
+            # repeating examples, which the metrics would count twice; this one gives each rank a
+            # disjoint share (off by at most one example).
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if sampler is not None else self.eval_batch_size,
+            batch_size=self.batch_size if training else self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
