@@ -8,8 +8,9 @@ three plus ``hidden_size`` as attributes, and provides
 - ``encode(input_ids [B,T], attention_mask [B,T] | None) -> hidden states [B,T,hidden_size]``
 
 where ``attention_mask`` is 1 for real tokens and 0 for padding. A model may name the pooling a
-classifier should use by default (``default_pooling``, e.g. "mean" for a bag of n-grams). Model modules are imported
-only when chosen (``lmexp.models.hf`` pulls in transformers, which takes seconds).
+classifier should use by default (``default_pooling``, e.g. "mean" for a bag of n-grams).
+Model modules are imported only when chosen (``lmexp.models.hf`` pulls in transformers, which
+takes seconds).
 """
 
 import torch
