@@ -5,6 +5,10 @@ globs. One row per configuration — the overrides that differ between the runs 
 that differ only by `seed` pooled as mean ± sample std over n; sorted by the optimized metric;
 runs that did not complete are rows of their own, with their error. `--source wandb` takes the
 numbers from each run's offline W&B run instead and reports where they disagree with the record.
+`--baseline KEY=VALUE` compares every configuration with one of them: per metric, the difference
+of the means with its 95% confidence interval, p-value and effect size (lmexp.stats: paired t
+over seeds where the seeds match, Welch's t otherwise); `--wandb` logs that comparison as a W&B
+run of its own in the sweep's group.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import json
 import statistics
 import sys
 from dataclasses import dataclass, replace
@@ -35,6 +40,7 @@ class Run:
     metrics: dict[str, float]
     optimized_metric: str | None
     wandb_id: str | None
+    seed: int | None = None
 
 
 @dataclass
@@ -70,6 +76,15 @@ def main(argv: list[str]) -> int:
 
     lower = lower_is_better(metrics[0], runs)
     rows = make_rows(runs, keys, metrics[0], lower)
+    if args.baseline:
+        try:
+            return baseline_main(args, runs, rows, metrics, mismatches)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    if args.json or args.wandb:
+        print("error: --json and --wandb report a --baseline comparison; name the baseline", file=sys.stderr)
+        return 1
     title = f"{len(runs)} runs, sorted by {metrics[0]} ({'lower' if lower else 'higher'} is better)"
     if args.markdown:
         print(markdown_table(rows, keys, metrics))
@@ -98,6 +113,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--plot", metavar="FILE", help="metric vs the swept hyperparameter, and validation curves")
     parser.add_argument("--source", choices=("records", "wandb"), default="records",
                         help="read the numbers from summary.json (default) or from the offline W&B runs")
+    parser.add_argument("--baseline", metavar="KEY=VALUE", help="compare every configuration with this one "
+                        "(an override as typed, e.g. model.tie_embeddings=false, or just its value): difference "
+                        "of the means, 95%% CI, p-value, effect size")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of --baseline (default 0.05)")
+    parser.add_argument("--json", metavar="FILE", help="also write the --baseline comparison as JSON")
+    parser.add_argument("--wandb", action="store_true", help="log the --baseline comparison (table, plot) as an "
+                        "offline W&B run (job_type compare) in the sweep's group")
     return parser.parse_args(argv)
 
 
@@ -120,6 +142,7 @@ def load_run(run_dir: Path) -> Run:
         run_dir=run_dir, status=record.get("status", "unknown"), error=record.get("error"),
         overrides=parse_overrides(record.get("overrides") or []), metrics=record.get("metrics") or {},
         optimized_metric=record.get("optimized_metric"), wandb_id=(record.get("wandb") or {}).get("run_id"),
+        seed=record.get("seed"),
     )
 
 
@@ -215,19 +238,13 @@ def _table(rows: list[Row], keys: list[str], metrics: list[str]) -> tuple[list[s
 def print_table(rows: list[Row], keys: list[str], metrics: list[str], title: str) -> None:
     """A rich table; the errors of the runs that failed follow it, one line each (too long for a cell)."""
     from rich.console import Console
-    from rich.table import Table
+
+    from lmexp.tables import print_table as print_fitted
 
     header, body = _table(rows, keys, metrics)
-    table = Table(title=title)
-    for name in header:
-        table.add_column(name, justify="right" if name in metrics or name == "n" else "left", no_wrap=True)
-    for values, row in zip(body, rows):
-        table.add_row(*values, style=None if row.status == "completed" else "red")
+    styles = [None if row.status == "completed" else "red" for row in rows]
+    print_fitted(header, body, whole=set(header), right={"n", *metrics}, title=title, row_styles=styles)
     console = Console()
-    # Never squeeze numbers into "…": a table wider than the terminal is printed whole (lines wrap).
-    unbounded = console.options.update_width(10_000)
-    console = Console(width=max(console.width, console.measure(table, options=unbounded).maximum))
-    console.print(table)
     for row in rows:
         if row.error:
             console.print(f"{row.status}: {row.runs[0].run_dir}: {row.error}", soft_wrap=True, markup=False)
@@ -341,3 +358,174 @@ def _curve(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
     with open(path) as f:
         points = [(int(row["step"]), float(row[metric])) for row in csv.DictReader(f) if row.get(metric)]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+# --- --baseline: differences with confidence intervals, p-values, effect sizes --------------------
+
+
+def baseline_main(args: argparse.Namespace, runs: list[Run], rows: list[Row], metrics: list[str],
+                  mismatches: list[str]) -> int:
+    base = find_baseline(rows, args.baseline)
+    entries = baseline_entries(rows, base, metrics, {m: lower_is_better(m, runs) for m in metrics}, args.alpha)
+    if args.markdown:
+        print(baseline_markdown(entries))
+    else:
+        print_baseline(entries, base, args.alpha)
+    if args.csv:
+        write_baseline_csv(entries, args.csv)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"baseline": base.label(), "alpha": args.alpha, "confidence": CONFIDENCE,
+                                               "rows": entries}, indent=2) + "\n")
+    if args.plot:
+        plot_baseline(entries, metrics[0], args.plot)
+    if args.wandb:
+        from lmexp.wandb_surface import log_comparison
+
+        path = log_comparison(runs, entries, metrics[0], title=f"compare vs {base.label()}",
+                              config={"baseline": base.label(), "alpha": args.alpha, "metrics": metrics})
+        print(f"comparison logged to W&B: {path}")
+    for mismatch in mismatches:
+        print(f"mismatch: {mismatch}", file=sys.stderr)
+    return 1 if mismatches else 0
+
+
+CONFIDENCE = 0.95
+
+
+def find_baseline(rows: list[Row], spec: str) -> Row:
+    """The completed row named by `KEY=VALUE` (or by a VALUE of any key): the value as typed, else
+    the same number written another way (1e-3 for 0.001)."""
+    key, _, value = spec.rpartition("=")
+    completed = [row for row in rows if row.status == "completed"]
+
+    def matching(same) -> list[Row]:
+        return [row for row in completed
+                if any(same(v, value) for k, v in row.config.items() if not key or k == key.lstrip("+~"))]
+
+    found = matching(lambda a, b: a == b) or matching(lambda a, b: _is_number(a) and _is_number(b) and float(a) == float(b))
+    if len(found) != 1:
+        shown = "; ".join(row.label() for row in completed) or "none"
+        what = "no configuration" if not found else f"{len(found)} configurations"
+        raise ConfigError(f"--baseline {spec}: {what} match (the completed configurations: {shown})")
+    return found[0]
+
+
+def seed_values(row: Row, metric: str) -> dict:
+    """The row's values of a metric keyed by seed (by position when seeds are missing or repeat,
+    which makes the comparison unpaired)."""
+    runs = [run for run in row.runs if metric in run.metrics]
+    seeds = [run.seed for run in runs]
+    keys = seeds if None not in seeds and len(set(seeds)) == len(seeds) else [("run", i) for i in range(len(runs))]
+    return {k: run.metrics[metric] for k, run in zip(keys, runs)}
+
+
+def baseline_entries(rows: list[Row], base: Row, metrics: list[str], lower: dict[str, bool], alpha: float) -> list[dict]:
+    """One entry per completed configuration and metric, the baseline's first."""
+    from lmexp.stats import compare_groups
+
+    ordered = [base, *(row for row in rows if row is not base and row.status == "completed")]
+    entries = []
+    for row in ordered:
+        for metric in metrics:
+            values, reference = seed_values(row, metric), seed_values(base, metric)
+            if not values or not reference:
+                continue
+            comparison = compare_groups(values, reference, lower[metric], CONFIDENCE)
+            entry = {"group": row.label(), "config": row.config, "metric": metric, "baseline": row is base,
+                     **comparison.as_dict(), "result": "baseline" if row is base else comparison.outcome(alpha),
+                     "seeds": [k if isinstance(k, int) else None for k in values], "values": list(values.values()),
+                     "run_dirs": [str(run.run_dir) for run in row.runs]}
+            if row is base:
+                entry.update(diff=None, ci_low=None, ci_high=None, p=None, effect_size=None, test=None)
+            entries.append(entry)
+    return entries
+
+
+def _g(value: float | None, spec: str = ".4g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _interval(entry: dict) -> str:
+    return "-" if entry["ci_low"] is None else f"[{entry['ci_low']:+.3g}, {entry['ci_high']:+.3g}]"
+
+
+def _mean_std(entry: dict) -> str:
+    return _g(entry["mean"]) + ("" if entry["std"] is None else f" ± {entry['std']:.2g}")
+
+
+def print_baseline(entries: list[dict], base: Row, alpha: float) -> None:
+    """One table per configuration: metric, mean ± std, n, difference to the baseline, its 95% CI,
+    p, effect size and the direction-aware result."""
+    from lmexp.tables import print_table as print_fitted
+
+    header = ["metric", "mean ± std", "n", "Δ", "95% CI", "p", "d", "result"]
+    for group in dict.fromkeys(entry["group"] for entry in entries):
+        mine = [entry for entry in entries if entry["group"] == group]
+        first = mine[0]
+        if first["baseline"]:
+            title = f"baseline: {group}"
+        else:
+            title = f"{group} vs baseline {base.label()} ({first['test']}; α = {alpha:g})"
+        body = [[e["metric"], _mean_std(e), str(e["n"]), _g(e["diff"], "+.3g"), _interval(e), _g(e["p"], ".2g"),
+                 _g(e["effect_size"], ".2f"), e["result"]] for e in mine]
+        styles = [{"better": "green", "worse": "red"}.get(e["result"]) for e in mine]
+        print_fitted(header, body, whole={"metric", "n", "Δ", "p", "d", "result"},
+                     right={"mean ± std", "n", "Δ", "p", "d"}, title=title, row_styles=styles)
+
+
+BASELINE_COLUMNS = ["group", "metric", "n", "mean", "std", "diff", "ci_low", "ci_high", "p", "effect_size", "test",
+                    "result"]
+
+
+def baseline_markdown(entries: list[dict]) -> str:
+    header = ["group", "metric", "n", "mean ± std", "Δ vs baseline", "95% CI", "p", "d", "test", "result"]
+    body = [[e["group"], e["metric"], str(e["n"]), _mean_std(e), _g(e["diff"], "+.4g"), _interval(e),
+             _g(e["p"], ".3g"), _g(e["effect_size"], ".2f"), e["test"] or "-", e["result"]] for e in entries]
+    lines = [header, ["---"] * len(header), *body]
+    return "\n".join("| " + " | ".join(v.replace("|", "\\|") for v in line) + " |" for line in lines)
+
+
+def write_baseline_csv(entries: list[dict], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*BASELINE_COLUMNS, "seeds", "values", "run_dirs"])
+        for e in entries:
+            writer.writerow([*("" if e[c] is None else repr(e[c]) if isinstance(e[c], float) else e[c]
+                               for c in BASELINE_COLUMNS),
+                             ";".join(str(s) for s in e["seeds"]), ";".join(repr(v) for v in e["values"]),
+                             ";".join(e["run_dirs"])])
+
+
+def plot_baseline(entries: list[dict], metric: str, path: str) -> None:
+    """Left: every run's value (one point per seed) and each configuration's mean with its 95%
+    t-interval. Right: the difference to the baseline with its 95% confidence interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from scipy import stats
+
+    mine = [e for e in entries if e["metric"] == metric]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, e in enumerate(mine):
+        values = np.array(e["values"])
+        jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+        left.scatter(i + jitter, values, s=18, alpha=0.7, color=f"C{i % 10}")
+        if len(values) > 1:
+            low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+            left.errorbar(i + 0.3, values.mean(), yerr=[[values.mean() - low], [high - values.mean()]], fmt="D",
+                          color=f"C{i % 10}", capsize=4)
+    labels = [e["group"] for e in mine]
+    left.set_xticks(range(len(mine)), labels, rotation=15, ha="right", fontsize="small")
+    left.set_ylabel(f"{metric}: seeds, mean and 95% CI")
+    others = [e for e in mine if not e["baseline"]]
+    for i, e in enumerate(others):
+        yerr = None if e["ci_low"] is None else [[e["diff"] - e["ci_low"]], [e["ci_high"] - e["diff"]]]
+        right.errorbar(i, e["diff"], yerr=yerr, fmt="o", capsize=4, color=f"C{(i + 1) % 10}")
+    right.axhline(0.0, color="grey", linewidth=1)
+    right.set_xticks(range(len(others)), [e["group"] for e in others], rotation=15, ha="right", fontsize="small")
+    right.set_ylabel(f"Δ {metric} vs {mine[0]['group'] if mine else 'baseline'} (95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,11 +1,16 @@
 """`lmexp experiments` and `lmexp reproduce`.
 
-- `lmexp experiments`: the reproductions in experiments/ with their paper, metric and number.
-- `lmexp reproduce <experiment> [overrides]`: run it, then PASS/FAIL against the paper's number.
+- `lmexp experiments`: the reproductions in experiments/ with their paper, metric and number, and
+  the claims with their arms.
+- `lmexp reproduce <experiment> [overrides]`: run it, then PASS/FAIL against the paper's number;
+  with `--curve`, also its loss curves against the reference curves stored with it (lmexp.curves).
+- `lmexp reproduce <claim> [overrides]`: run the claim's arms x seeds as one sweep, then HOLDS /
+  NOT SIGNIFICANT / CONTRADICTED from the same statistics as `lmexp compare --baseline`
+  (lmexp.stats); claim.json in the sweep directory; exit 0 only when the claim holds.
 - `lmexp reproduce <run dir>`: re-run a past run from its saved config into a new run directory
   and compare every metric; name the likely cause when they differ.
 
-Runs go through `python -m lmexp.train` so each reproduction is an ordinary run directory.
+Runs go through `python -m lmexp.train` so each reproduction is an ordinary run (or sweep) directory.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ def compose_experiment(name: str, overrides: list[str]) -> DictConfig:
         return compose("train", overrides=[f"experiment={name}", *overrides])
 
 
-def new_run_dir(output_root: str) -> Path:
-    return Path(output_root) / "runs" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
+def new_run_dir(output_root: str, kind: str = "runs") -> Path:
+    return Path(output_root) / kind / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:6]}"
 
 
 def run_training(args: list[str], run_dir: Path) -> int:
@@ -49,17 +54,27 @@ def run_training(args: list[str], run_dir: Path) -> int:
 
 
 def list_experiments() -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from lmexp.tables import print_table as print_fitted
 
-    table = Table(title="experiments (lmexp reproduce <name> ...)")
-    for column in ("experiment", "paper", "metric", "reported", "hardware"):
-        table.add_column(column)
+    papers, claims = [], []
     for name in experiment_names():
-        paper = compose_experiment(name, []).paper
-        reported = paper.reported if paper.reported is not None else f"none (reference: {paper.get('reference')})"
-        table.add_row(name, f"{paper.title} ({paper.year})", paper.metric, str(reported), paper.hardware)
-    Console().print(table)
+        cfg = compose_experiment(name, [])
+        if cfg.get("claim") is not None:
+            claim = cfg.claim
+            others = " and ".join(a for a in claim.arms if a != claim.baseline)
+            claims.append([name, f"{claim.metric} {claim.direction} with {others} than with {claim.baseline}",
+                           str(len(claim.seeds)), f"{claim.title} ({claim.authors}, {claim.year})"])
+        elif cfg.get("paper") is not None:
+            paper = cfg.paper
+            reported = paper.reported if paper.reported is not None else f"none (reference {paper.get('reference')})"
+            papers.append([name, f"{paper.title} ({paper.year})", f"{paper.metric}: {reported}", paper.hardware])
+        elif cfg.get("curves") is not None:
+            metrics = ", ".join(dict.fromkeys(m for curve in cfg.curves for m in curve.metrics))
+            papers.append([name, "reference curve (lmexp reproduce --curve)", f"{metrics} curve", "CPU"])
+    print_fitted(["experiment", "paper", "reported", "hardware"], papers, whole={"experiment"},
+                 free={"paper", "hardware"}, title="experiments (lmexp reproduce <name> ...)")
+    print_fitted(["claim", "expected", "seeds", "source"], claims, whole={"claim", "seeds"}, free={"source"},
+                 title="claims (lmexp reproduce <claim> ...)")
     return 0
 
 
@@ -75,7 +90,7 @@ def verdict(paper: DictConfig, obtained: float) -> tuple[float | None, float | N
     return target, tolerance, obtained >= target - tolerance
 
 
-def reproduce_experiment(name: str, overrides: list[str]) -> int:
+def reproduce_experiment(name: str, overrides: list[str], curve: bool = False) -> int:
     cfg = compose_experiment(name, overrides)
     paper = cfg.paper
     if paper.get("automated") is False:
@@ -176,6 +191,95 @@ def print_table(columns: list[str], rows: list[list[str]]) -> None:
     Console().print(table)
 
 
+def claim_arms(name: str, claim: DictConfig) -> tuple[str, list[str]]:
+    """The key the arms set and its value in each arm (one sweep: `key=v1,v2 seed=...`)."""
+    arms = [str(arm) for arm in claim.arms]
+    keys = {arm.partition("=")[0] for arm in arms}
+    if len(arms) < 2 or len(keys) != 1 or not all("=" in arm for arm in arms) or "," in "".join(arms):
+        raise ConfigError(f"{name}: claim.arms must be two or more overrides of one key, each one value "
+                          f"(e.g. [model.positions=learned, model.positions=rotary]); got {arms}")
+    if claim.baseline not in arms:
+        raise ConfigError(f"{name}: claim.baseline={claim.baseline} is not one of claim.arms {arms}")
+    if claim.direction not in ("lower", "higher"):
+        raise ConfigError(f"{name}: claim.direction must be lower or higher, got {claim.direction}")
+    return keys.pop(), [arm.partition("=")[2] for arm in arms]
+
+
+def sweep_command(name: str, claim: DictConfig, overrides: list[str], sweep_dir: Path, resume: bool) -> list[str]:
+    key, values = claim_arms(name, claim)
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith("claim.")]  # read here, not by the jobs
+    args = ["-m", f"experiment={name}", *overrides, f"{key}={','.join(values)}",
+            f"seed={','.join(str(seed) for seed in claim.seeds)}", f"hydra.sweep.dir={sweep_dir}"]
+    if claim.get("n_jobs", 1) > 1:  # tiny models: one thread per worker, the cores side by side
+        args += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={claim.n_jobs}"]
+    return args + (["resume=true"] if resume else [])
+
+
+def judge_sweep(name: str, claim: DictConfig, sweep_dir: Path) -> dict:
+    """The claim's verdict from the sweep's records, by lmexp compare's --baseline code."""
+    from lmexp import compare
+    from lmexp.stats import judge
+
+    key, _ = claim_arms(name, claim)
+    runs = [compare.load_run(d) for d in compare.find_run_dirs([str(sweep_dir)])]
+    lower = compare.lower_is_better(claim.metric, runs)
+    rows = compare.make_rows(runs, [key], claim.metric, lower)
+    base = compare.find_baseline(rows, str(claim.baseline))
+    entries = compare.baseline_entries(rows, base, [claim.metric], {claim.metric: lower}, claim.alpha)
+    others = [entry for entry in entries if not entry["baseline"]]
+    return {"claim": name, "statement": claim.statement, "title": claim.title, "authors": claim.authors,
+            "year": claim.year, "url": claim.get("url"), "metric": claim.metric, "direction": claim.direction,
+            "baseline": str(claim.baseline), "alpha": claim.alpha, "seeds": list(claim.seeds),
+            "verdict": judge(others, expect_lower=claim.direction == "lower", alpha=claim.alpha),
+            "runs": {"completed": sum(run.status == "completed" for run in runs), "total": len(runs)},
+            "sweep_dir": str(sweep_dir), "comparison": entries, "_runs": runs}
+
+
+def reproduce_claim(name: str, cfg: DictConfig, overrides: list[str], sweep_dir: str | None) -> int:
+    claim = cfg.claim
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{err} — {name} needs: {claim.data}") from None
+    resume = sweep_dir is not None
+    sweep = Path(sweep_dir) if resume else new_run_dir(cfg.paths.output_root, "multiruns")
+    args = sweep_command(name, claim, overrides, sweep, resume)
+    start = time.perf_counter()
+    code = subprocess.call([sys.executable, "-m", "lmexp.train", *args])
+    wall = round(time.perf_counter() - start, 1)
+    if not sweep.is_dir() or not list(sweep.rglob(SUMMARY)):
+        raise ConfigError(f"{name}: the sweep wrote no run records (exit {code}); see {sweep}")
+    result = judge_sweep(name, claim, sweep)
+    runs = result.pop("_runs")
+    result.update(wall_time_s=wall, sweep_exit_code=code, command=["lmexp-train", *args])
+    (sweep / "claim.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_claim(result)
+    if OmegaConf.select(cfg, "logger.wandb") is not None:
+        from lmexp.wandb_surface import log_comparison
+
+        path = log_comparison(runs, result["comparison"], claim.metric, title=f"{name}: {result['verdict']}",
+                              config={k: v for k, v in result.items() if k != "comparison"},
+                              summary={"verdict": result["verdict"]})
+        print(f"comparison logged to W&B: {path}")
+    return 0 if result["verdict"] == "HOLDS" else 1
+
+
+def print_claim(result: dict) -> None:
+    from lmexp.compare import _g, _interval, _mean_std
+    from lmexp.tables import print_table as print_fitted
+
+    rows = [[e["group"], _mean_std(e), str(e["n"]), _g(e["diff"], "+.3g"), _interval(e), _g(e["p"], ".2g"),
+             _g(e["effect_size"], ".2f"), e["test"] or "baseline"] for e in result["comparison"]]
+    print_fitted(["arm", result["metric"], "n", "Δ", "95% CI", "p", "d", "test"], rows,
+                 whole={"arm", "n", "Δ", "p", "d"}, right={result["metric"], "n", "Δ", "p", "d"},
+                 title=f"{result['claim']}: {result['statement']}")
+    runs = result["runs"]
+    print(f"{result['verdict']}: {result['statement']} ({result['title']}, {result['year']}) — "
+          f"{result['metric']} {result['direction']} than {result['baseline']}, alpha {result['alpha']}; "
+          f"{runs['completed']}/{runs['total']} runs completed in {result['wall_time_s']} s")
+    print(f"sweep directory: {result['sweep_dir']} (claim.json)")
+
+
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     try:
@@ -183,12 +287,18 @@ def main(argv: list[str]) -> int:
             return list_experiments()
         parser = argparse.ArgumentParser(prog="lmexp reproduce", description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("target", help="an experiment name (lmexp experiments) or a run directory")
+        parser.add_argument("target", help="an experiment or claim name (lmexp experiments) or a run directory")
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.path=...")
+        parser.add_argument("--curve", action="store_true", help="also compare the loss curves with the "
+                            "reference curves stored with the experiment")
+        parser.add_argument("--sweep-dir", help="a claim: run (or finish: resume=true) its sweep in this directory")
         args = parser.parse_args(rest)
         if Path(args.target).is_dir():
             return reproduce_run(Path(args.target), args.overrides)
-        return reproduce_experiment(args.target, args.overrides)
+        cfg = compose_experiment(args.target, args.overrides)
+        if cfg.get("claim") is not None:
+            return reproduce_claim(args.target, cfg, args.overrides, args.sweep_dir)
+        return reproduce_experiment(args.target, args.overrides, args.curve)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

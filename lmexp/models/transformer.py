@@ -1,4 +1,5 @@
-"""Native transformers: a configurable pre-LN GPT/BERT-style ``Transformer`` and the article's ``SeedEncoder``."""
+"""Native transformers: a configurable GPT/BERT-style ``Transformer`` (pre-LN by default, post-LN as an
+option) and the article's ``SeedEncoder``."""
 
 import math
 
@@ -11,6 +12,7 @@ from lmexp.models import ATTENTION_TYPES, check_choice, check_seq_len
 POSITIONS = ("learned", "rotary")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 INITS = ("gpt2", "fan_in")
+NORM_POSITIONS = ("pre", "post")
 Rope = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) tables, or None without rotary positions
 
 
@@ -75,20 +77,29 @@ def _layer_norm(d_model: int, bias: bool, norm: bool) -> nn.Module:
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, bias: bool, activation: str, norm: bool):
+    """Pre-LN: x + f(LN(x)) (GPT-2). Post-LN: LN(x + f(x)) (the original Transformer, BERT)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, bias: bool, activation: str, norm: bool,
+                 norm_position: str = "pre"):
         super().__init__()
+        self.post_norm = norm_position == "post"
         self.ln1 = _layer_norm(d_model, bias, norm)
         self.attn = SelfAttention(d_model, n_heads, dropout, bias)
         self.ln2 = _layer_norm(d_model, bias, norm)
         self.mlp = MLP(d_model, d_ff, dropout, bias, activation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, rope: Rope) -> torch.Tensor:
+        if self.post_norm:
+            x = self.ln1(x + self.attn(x, mask, is_causal, rope))
+            return self.ln2(x + self.mlp(x))
         x = x + self.attn(self.ln1(x), mask, is_causal, rope)
         return x + self.mlp(self.ln2(x))
 
 
 class Transformer(nn.Module):
-    """Pre-LN transformer LM; causal (GPT-2) or bidirectional (BERT-style encoder with an LM head)."""
+    """Transformer LM; causal (GPT-2) or bidirectional (BERT-style encoder with an LM head). Pre-LN, with a
+    final LayerNorm; `norm_position="post"` normalises after each residual addition instead (Xiong et al. 2020
+    compare the two), and then has no final LayerNorm: the last block's output is already normalised."""
 
     def __init__(
         self,
@@ -106,9 +117,11 @@ class Transformer(nn.Module):
         activation: str = "gelu",
         norm: bool = True,
         init: str = "gpt2",
+        norm_position: str = "pre",
     ):
         super().__init__()
         check_choice("attention", attention, ATTENTION_TYPES)
+        check_choice("norm_position", norm_position, NORM_POSITIONS)
         check_choice("positions", positions, POSITIONS)
         check_choice("activation", activation, tuple(ACTIVATIONS))
         check_choice("init", init, INITS)
@@ -132,9 +145,9 @@ class Transformer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, d_ff, dropout, bias, activation, norm) for _ in range(n_layers)
+            Block(d_model, n_heads, d_ff, dropout, bias, activation, norm, norm_position) for _ in range(n_layers)
         )
-        self.ln_f = _layer_norm(d_model, bias, norm)
+        self.ln_f = _layer_norm(d_model, bias, norm and norm_position == "pre")
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight

@@ -1,0 +1,55 @@
+"""Rich tables that keep names and numbers whole at any width (80 columns, a pipe).
+
+rich shrinks every column of a table wider than the console, cutting names and numbers into "…".
+Here the columns that hold names and numbers (`whole`) are as wide as their widest cell and never
+wrap; the `free` columns (titles, descriptions) fold anywhere; every other column wraps at spaces
+only, so no word (a name, a number, an override) is ever split. The space left after the whole
+columns goes to the others in proportion to what they would need unwrapped. Only when the columns
+cannot get that narrow is the table printed wider than the console (the terminal wraps the
+lines) — still without a cut.
+"""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
+
+MIN_FREE = 8  # the narrowest a free column gets
+
+
+def column_widths(header: list[str], rows: list[list[str]], whole: set[str], free: set[str], width: int) -> list[int]:
+    natural, least = [], []
+    for i, name in enumerate(header):
+        cells = [name, *(row[i] for row in rows)]
+        natural.append(max(map(cell_len, cells)))
+        if name in whole:
+            least.append(natural[-1])
+        elif name in free:
+            least.append(min(natural[-1], MIN_FREE))
+        else:
+            least.append(max(cell_len(word) for cell in cells for word in cell.split() or [""]))
+    available = width - 3 * len(header) - 1  # one space of padding each side, one border each
+    if sum(natural) <= available:
+        return natural
+    spare = max(0, available - sum(least))
+    slack = sum(n - m for n, m in zip(natural, least)) or 1
+    widths = [m + (n - m) * spare // slack for n, m in zip(natural, least)]
+    return widths
+
+
+def print_table(header: list[str], rows: list[list[str]], whole: set[str], free: set[str] = frozenset(),
+                right: set[str] = frozenset(), title: str | None = None, row_styles: list[str | None] | None = None,
+                console: Console | None = None) -> None:
+    console = console or Console()
+    widths = column_widths(header, rows, whole, free, console.width)
+    needed = sum(widths) + 3 * len(header) + 1
+    if needed > console.width:
+        console = Console(width=needed, file=console.file, force_terminal=console.is_terminal)
+    table = Table(title=title)
+    for name, width in zip(header, widths):
+        table.add_column(name, justify="right" if name in right else "left", width=width,
+                         no_wrap=name in whole, overflow="fold")
+    for i, row in enumerate(rows):
+        table.add_row(*row, style=row_styles[i] if row_styles else None)
+    console.print(table)
