@@ -5,6 +5,11 @@ A sweep job never stops its sweep: a failure is recorded in the job's summary.js
 is closed as failed by `train`), and the sweeper gets the worst possible value of the optimized
 metric, a float. (The worst value rather than NaN: hydra-optuna-sweeper 1.3 with optuna 2.10
 crashes the whole study on a NaN, while an infinite value is a completed, worst trial.)
+A job marks its record `running` (with its pid and host) when it starts; a job killed from outside
+(SIGKILL, the OOM killer, a lost node) never gets further, and the launcher (hydra_plugins/lmexp_launchers) then
+records it as failed with the signal or the scheduler's reason (`record_dead_job`).
+A job whose record says `interrupted` (SIGTERM: SLURM preemption, requeue, time limit) and that left
+`checkpoints/last.ckpt` continues from it when it runs again (a requeued SLURM job, `resume=true`).
 `resume=true` skips the jobs whose record says completed; `fail_fast=true` leaves the jobs after
 the first failure unrun. `SweepReport`, a Hydra callback (conf/hydra/default.yaml), prints one line
 at the end and makes the command exit 1 when any job did not complete.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -43,12 +49,13 @@ def hydra_runtime() -> DictConfig | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def job_overrides() -> list[str]:
-    """The job's command-line overrides, without the switches that steer the sweep itself."""
-    runtime = hydra_runtime()
-    if runtime is None:
-        return []
-    return [o for o in runtime.overrides.task if o.split("=", 1)[0].lstrip("+~") not in SWEEP_SWITCHES]
+def job_overrides(task: list[str] | None = None) -> list[str]:
+    """The job's command-line overrides (`task`, else the running job's), without the switches that
+    steer the sweep itself."""
+    if task is None:
+        runtime = hydra_runtime()
+        task = [] if runtime is None else runtime.overrides.task
+    return [o for o in task if o.split("=", 1)[0].lstrip("+~") not in SWEEP_SWITCHES]
 
 
 def sweep_group(runtime: DictConfig | None) -> str | None:
@@ -66,17 +73,26 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], float]) -> float:
     job = runtime.job.num
     run_dir = Path(cfg.paths.output_dir)
     sweep_dir = Path(runtime.sweep.dir)
-    worst = math.inf if cfg.objective.monitor_mode == "min" else -math.inf
+    worst = worst_value(cfg)
 
     if cfg.resume:
         done = completed_record(run_dir, cfg)
         if done is not None:
             log.info("job %d: completed in an earlier run of this sweep, skipped (resume=true)", job)
             return _sweeper_value(done["metrics"].get(cfg.optimized_metric), worst)
-    (run_dir / records.SUMMARY).unlink(missing_ok=True)  # an earlier, unfinished try of this job
+    last = interrupted_checkpoint(run_dir, cfg)
+    if last is not None:
+        log.info("job %d: interrupted earlier, continuing from %s", job, last)
+        cfg.ckpt_path = str(last)
     if cfg.fail_fast and (sweep_dir / STOP_FILE).exists():
+        (run_dir / records.SUMMARY).unlink(missing_ok=True)  # an earlier, unfinished try of this job
         log.warning("job %d: not run, an earlier job failed (fail_fast=true)", job)
         return worst
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records.write_summary(run_dir, {
+        "status": "running", "error": None, "metrics": {}, "optimized_metric": cfg.optimized_metric,
+        "overrides": job_overrides(), "run_dir": str(run_dir), "pid": os.getpid(), "host": socket.gethostname(),
+    })
 
     try:
         check_ranks(cfg.trainer, runtime.launcher._target_)
@@ -86,15 +102,50 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], float]) -> float:
     except Exception as err:  # recorded; the sweep goes on (KeyboardInterrupt still stops it)
         error = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
         log.error("job %d failed: %s", job, error, exc_info=not isinstance(err, ConfigError))
-        if not (run_dir / records.SUMMARY).exists():  # failed before train() began its record
-            records.write_summary(run_dir, {
-                "status": "failed", "error": error, "metrics": {}, "optimized_metric": cfg.optimized_metric,
-                "overrides": job_overrides(), "run_dir": str(run_dir),
-            })
+        if record_status(run_dir) == "running":  # failed before train() wrote its record
+            _write_failed(run_dir, cfg.optimized_metric, job_overrides(), error)
         if cfg.fail_fast:
             (sweep_dir / STOP_FILE).write_text(f"job {job}: {error}\n")
         return worst
     return _sweeper_value(value, worst)
+
+
+def worst_value(cfg: DictConfig) -> float:
+    """The value a failed job gives the sweeper: the worst possible one."""
+    return math.inf if cfg.objective.monitor_mode == "min" else -math.inf
+
+
+def record_status(run_dir: Path) -> str | None:
+    path = run_dir / records.SUMMARY
+    return records.read_summary(run_dir).get("status") if path.is_file() else None
+
+
+def _write_failed(run_dir: Path, metric: str, overrides: list[str], error: str) -> None:
+    records.write_summary(run_dir, {
+        "status": "failed", "error": error, "metrics": {}, "optimized_metric": metric,
+        "overrides": overrides, "run_dir": str(run_dir),
+    })
+
+
+def record_dead_job(cfg: DictConfig, run_dir: Path, error: str) -> float:
+    """Launcher side, for a job whose process died without a result (killed from outside): record it
+    as failed unless it got to write its own end (interrupted, failed); the value for the sweeper."""
+    if record_status(run_dir) in (None, "running"):
+        log.error("job %s failed: %s", run_dir.name, error)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_failed(run_dir, cfg.optimized_metric, job_overrides(list(cfg.hydra.overrides.task)), error)
+    return worst_value(cfg)
+
+
+def interrupted_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
+    """`last.ckpt` of an earlier try of this job that was interrupted (SIGTERM) with this very config."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if record_status(run_dir) != "interrupted" or not last.is_file():
+        return None
+    if records.read_summary(run_dir).get("config_hash") != records.config_hash(cfg):
+        log.warning("%s: the interrupted record is for another config; running the job afresh", run_dir)
+        return None
+    return last
 
 
 def completed_record(run_dir: Path, cfg: DictConfig) -> dict | None:
@@ -163,7 +214,7 @@ def pin_gpu(job: int) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ids[job % len(ids)]
 
 
-STATUSES = ("completed", "failed", "interrupted", "not run")  # the order of the summary line
+STATUSES = ("completed", "failed", "interrupted", "running", "not run")  # the order of the summary line
 
 
 def summarize(sweep_dir: Path) -> tuple[str, bool]:
@@ -192,10 +243,27 @@ def _job_order(job_dir: Path) -> tuple[int, str]:
     return (int(job_dir.name), "") if job_dir.name.isdigit() else (sys.maxsize, job_dir.name)
 
 
+LAUNCHERS = "hydra_plugins.lmexp_launchers.lmexp_launchers"
+
+
+def register_launcher(target: str) -> None:
+    """Register lmexp's launcher `target` with Hydra. Hydra finds plugins by scanning the
+    hydra_plugins package, which misses lmexp's under pip's editable install (`pip install -e`);
+    this callback runs before Hydra instantiates the launcher."""
+    module, _, name = target.rpartition(".")
+    if module == LAUNCHERS:
+        import importlib
+
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance().register(getattr(importlib.import_module(module), name))
+
+
 class SweepReport(Callback):
     """Hydra callback: the sweep's one-line summary at the end, exit status 1 unless all completed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        register_launcher(config.hydra.launcher.get("_target_", ""))
         # A resumed sweep starts afresh: the stop left by an earlier run's failure no longer holds.
         (Path(config.hydra.sweep.dir) / STOP_FILE).unlink(missing_ok=True)
 

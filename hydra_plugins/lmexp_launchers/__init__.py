@@ -1,0 +1,1 @@
+"""lmexp's Hydra launchers (Hydra accepts launcher plugins only from the hydra_plugins package)."""

@@ -1,0 +1,220 @@
+"""Hydra launchers that survive jobs killed from outside (SIGKILL, the OOM killer, a lost node).
+
+Hydra's joblib and submitit launchers end the whole sweep when one job's process dies without a
+result: joblib's loky pool breaks (`TerminatedWorkerError`) and kills the other workers; submitit's
+`job.results()` raises. These subclasses (the `_target_` of conf/hydra/launcher/*.yaml) wait for
+every job, and for a job that died they write its record (`status: failed`, the signal or the
+scheduler's reason; lmexp.sweep.record_dead_job) and give the sweeper the worst value, so the other
+jobs complete, the end-of-sweep summary lists it and `resume=true` re-runs only it.
+
+- `JoblibLauncher`: each job runs in a process forked from its joblib worker (which has imported
+  the training stack once, so jobs start warm); the worker outlives the job and reports its death.
+- `LocalLauncher` / `SlurmLauncher` (submitit): the job's state comes from the process (local) or
+  from the scheduler: sacct where the cluster keeps accounting, else `scontrol show job` (a
+  cluster without accounting, where every sacct call fails and submitit warns on each poll and
+  never learns that a job died). `SlurmLauncher` asks for GPUs only for jobs that use them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
+from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from submitit.slurm.slurm import SlurmInfoWatcher
+
+from lmexp.sweep import record_dead_job
+
+log = logging.getLogger(__name__)
+
+
+def exit_description(code: int | None) -> str:
+    """A process's exit code in words: `killed by SIGKILL` (negative: the signal), `exit code 1`."""
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def dead_job_return(hydra_context, config: DictConfig, overrides: Sequence[str], idx: int, error: str) -> JobReturn:
+    """Record job `idx` as failed (`error`) and return what the sweeper gets for it (the worst value)."""
+    job_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(job_cfg.hydra.job):
+        job_cfg.hydra.job.num = idx
+    run_dir = Path(job_cfg.hydra.sweep.dir) / str(job_cfg.hydra.sweep.subdir)
+    value = record_dead_job(job_cfg, run_dir, f"job died: {error}")
+    return JobReturn(overrides=list(overrides), cfg=job_cfg, hydra_cfg=job_cfg, working_dir=str(run_dir),
+                     task_name=job_cfg.hydra.job.name, status=JobStatus.COMPLETED, _return_value=value)
+
+
+# --- joblib -------------------------------------------------------------------------------------
+
+class JoblibLauncher(_JoblibLauncher):
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from joblib import Parallel, delayed
+
+        setup_globals()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        joblib_cfg = {**self.joblib, "backend": "loky"}  # as Hydra's: the threading backend breaks Hydra
+        joblib_core.process_joblib_cfg(joblib_cfg)
+        log.info("Joblib.Parallel(n_jobs=%s) is launching %d jobs, each in a process of its own",
+                 joblib_cfg.get("n_jobs"), len(job_overrides))
+        for idx, overrides in enumerate(job_overrides):
+            log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
+        state = Singleton.get_state()
+        return Parallel(**joblib_cfg)(
+            delayed(run_in_child)(initial_job_idx + idx, overrides, self.hydra_context, self.config,
+                                  self.task_function, state)
+            for idx, overrides in enumerate(job_overrides)
+        )
+
+
+def run_in_child(idx: int, overrides: Sequence[str], hydra_context, config: DictConfig, task_function,
+                 singleton_state: dict) -> JobReturn:
+    """In a joblib worker: run Hydra's job in a forked child; if the child dies, record it."""
+    import pytorch_lightning  # noqa: F401  imported once per worker, inherited by every job it forks
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_job, args=(send, idx, overrides, hydra_context, config,
+                                                     task_function, singleton_state))
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:  # the child died before sending its result
+        result = None
+    child.join()
+    if result is not None:
+        return result
+    return dead_job_return(hydra_context, config, overrides, idx, exit_description(child.exitcode))
+
+
+def _child_job(send, *args: Any) -> None:
+    send.send(joblib_core.execute_job(*args))
+    send.close()
+
+
+# --- submitit ----------------------------------------------------------------------------------
+
+class _WaitForEveryJob:
+    """`launch` of Hydra's submitit launchers, except that a job that dies is recorded, not raised."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        params = dict(self.params)
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=params.pop("submitit_folder"),
+                                         **{f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout")}
+                                         if "max_num_timeout" in params else {})
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
+                                      for k, v in self.resources(params).items()})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, sweep_dir)
+        jobs_args = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            jobs_args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*jobs_args))
+        self.watch(jobs)
+        return [self._result(job, args[0], args[2]) for job, args in zip(jobs, jobs_args)]
+
+    def resources(self, params: dict) -> dict:
+        return params
+
+    def watch(self, jobs: list) -> None:
+        pass
+
+    def _result(self, job, overrides: list[str], idx: int) -> JobReturn:
+        error = job.exception()  # waits for the job; None when it returned
+        if error is None:
+            return job.results()[0]
+        return dead_job_return(self.hydra_context, self.config, overrides, idx, self.death(job, error))
+
+    def death(self, job, error: Exception) -> str:
+        return str(error).strip().splitlines()[-1]
+
+
+class LocalLauncher(_WaitForEveryJob, submitit_launcher.LocalLauncher):
+    def death(self, job, error: Exception) -> str:
+        process = getattr(job, "_process", None)  # submitit keeps the job's Popen here
+        if process is not None and process.poll() is not None and process.returncode != 0:
+            return exit_description(process.returncode)
+        return super().death(job, error)
+
+
+class SlurmLauncher(_WaitForEveryJob, submitit_launcher.SlurmLauncher):
+    def resources(self, params: dict) -> dict:
+        """`gpus_per_node: -1` (the preset): trainer.devices GPUs for a GPU job; none for a CPU job
+        (trainer.accelerator=cpu, or `auto` on a partition without GPUs, where asking for any makes
+        sbatch fail with `Invalid generic resource`)."""
+        if params.get("gpus_per_node") == -1:
+            trainer = self.config.trainer
+            gpus = trainer.accelerator in ("gpu", "cuda") or (
+                trainer.accelerator == "auto" and partition_has_gpus(params.get("partition")))
+            params = {**params, "gpus_per_node": int(trainer.devices) if gpus else None}
+        return params
+
+    def watch(self, jobs: list) -> None:
+        if not accounting_enabled():
+            watcher = ScontrolWatcher(delay_s=5)
+            for job in jobs:
+                job.watcher = watcher
+                watcher.register_job(job.job_id)
+
+    def death(self, job, error: Exception) -> str:
+        info = job.get_info(mode="cache")
+        state = info.get("State") or job.state
+        reason = f"SLURM job {job.job_id} ended {state}"
+        code, _, sig = info.get("ExitCode", "0:0").partition(":")
+        if sig and sig != "0":
+            reason += f" ({exit_description(-int(sig))})"
+        elif code not in ("", "0"):
+            reason += f" (exit code {code})"
+        return reason
+
+
+def partition_has_gpus(partition: str | None) -> bool:
+    out = subprocess.run(["sinfo", "-h", "-o", "%G", *(["-p", partition] if partition else [])],
+                         capture_output=True, text=True, timeout=60)
+    return "gpu" in out.stdout
+
+
+def accounting_enabled() -> bool:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
+    return "accounting_storage/none" not in out.stdout
+
+
+class ScontrolWatcher(SlurmInfoWatcher):
+    """Job states from `scontrol show job` (a cluster without accounting keeps finished jobs there
+    for MinJobAge seconds), in the shape submitit's sacct watcher gives them."""
+
+    def _make_command(self) -> list[str] | None:
+        ids = {x.split("_")[0] for x in self._registered - self._finished}
+        if not ids:
+            return None
+        return ["scontrol", "show", "job", "--oneliner", *(ids if len(ids) == 1 else [])]
+
+    def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+        text = string.decode() if isinstance(string, bytes) else string
+        info = {}
+        for line in text.splitlines():
+            fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+            if "JobId" not in fields:
+                continue
+            array = fields.get("ArrayJobId")
+            key = f"{array}_{fields['ArrayTaskId']}" if array and fields.get("ArrayTaskId", "").isdigit() else fields["JobId"]
+            info[key] = {"JobID": key, "State": fields.get("JobState", ""), "ExitCode": fields.get("ExitCode", ""),
+                         "Reason": fields.get("Reason", ""), "NodeList": fields.get("NodeList", "")}
+        return info
