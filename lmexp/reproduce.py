@@ -90,27 +90,46 @@ def verdict(paper: DictConfig, obtained: float) -> tuple[float | None, float | N
     return target, tolerance, obtained >= target - tolerance
 
 
-def reproduce_experiment(name: str, overrides: list[str], curve: bool = False) -> int:
+def reproduce_experiment(name: str, overrides: list[str], curve: bool = False, record_curve: bool = False) -> int:
     cfg = compose_experiment(name, overrides)
-    paper = cfg.paper
-    if paper.get("automated") is False:
+    paper = cfg.get("paper")
+    if paper is None and not (curve or record_curve):
+        raise ConfigError(f"{name} has no paper block; check its reference curve with --curve")
+    if paper is not None and paper.get("automated") is False:
         raise ConfigError(f"{name}: {paper.metric} is not produced by one lmexp run ({paper.budget}); "
                           "run the configs by hand as the experiment file explains")
-    if paper.get("requires_gpu"):
+    if paper is not None and paper.get("requires_gpu"):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError(f"{name} needs {paper.hardware}; no GPU is visible here (budget: {paper.budget})")
+    if (curve or record_curve) and not cfg.get("curves"):
+        raise ConfigError(f"{name} stores no reference curve (no curves: block)")
     try:
         validate(cfg)
     except ConfigError as err:
-        raise ConfigError(f"{err} — {name} needs: {paper.data}") from None
+        raise ConfigError(f"{err} — {name} needs: {(paper or cfg.curves[0]).data}") from None
 
     run_dir = new_run_dir(cfg.paths.output_root)
     code = run_training([f"experiment={name}", *overrides], run_dir)
     if code != 0 or not (run_dir / SUMMARY).exists():
         raise ConfigError(f"{name}: the run failed (exit {code}); see {run_dir}")
     summary = read_summary(run_dir)
+    result = {"experiment": name, "wall_time_s": summary["wall_time_s"]}
+    passed = None
+    if paper is not None:
+        passed = judge_paper(name, paper, summary, result, run_dir)
+    if record_curve:
+        record_curves(cfg, run_dir)
+    if curve:
+        result["curves"] = check_curves(cfg, run_dir)
+        passed = (passed is not False) and all(c["passed"] for ref in result["curves"] for c in ref["metrics"])
+    (run_dir / "reproduction.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"run directory: {run_dir}")
+    return 1 if passed is False else 0
+
+
+def judge_paper(name: str, paper: DictConfig, summary: dict, result: dict, run_dir: Path) -> bool | None:
     if paper.get("at") == "best":
         obtained = summary["best"]["value"]
     else:
@@ -118,17 +137,56 @@ def reproduce_experiment(name: str, overrides: list[str], curve: bool = False) -
     if obtained is None:
         raise ConfigError(f"{name}: the run recorded no {paper.metric}; see {run_dir / SUMMARY}")
     target, tolerance, passed = verdict(paper, obtained)
-    result = {"experiment": name, "metric": paper.metric, "at": paper.get("at", "final"),
-              "reported": paper.reported, "target": target, "obtained": obtained, "tolerance": tolerance,
-              "direction": paper.direction, "passed": passed, "wall_time_s": summary["wall_time_s"]}
-    (run_dir / "reproduction.json").write_text(json.dumps(result, indent=2) + "\n")
+    result.update({"metric": paper.metric, "at": paper.get("at", "final"), "reported": paper.reported,
+                   "target": target, "obtained": obtained, "tolerance": tolerance, "direction": paper.direction,
+                   "passed": passed})
     reported = paper.reported if paper.reported is not None else f"reference {target}"
     bound = "-" if tolerance is None else f"{'+' if paper.direction == 'min' else '-'}{tolerance:.4f}"
     outcome = {True: "PASS", False: "FAIL", None: "RECORDED (no number to compare with yet)"}[passed]
     print_table(["metric", "reported", "obtained", "tolerance", "result"],
                 [[f"{paper.metric} ({result['at']})", str(reported), f"{obtained:.4f}", bound, outcome]])
-    print(f"run directory: {run_dir}")
-    return 1 if passed is False else 0
+    return passed
+
+
+def curve_path(file: str) -> Path:
+    return Path(config_dir()) / "experiment" / file
+
+
+def check_curves(cfg: DictConfig, run_dir: Path) -> list[dict]:
+    """Each reference curve of the experiment against the run's: a table, and the results."""
+    from lmexp.curves import check_curve, read_curve, run_curve
+
+    results, rows = [], []
+    for ref in cfg.curves:
+        metrics = list(ref.metrics)
+        checked = check_curve(run_curve(run_dir, metrics), read_curve(curve_path(ref.file)),
+                              {m: float(ref.tolerance[m]) for m in metrics})
+        results.append({"name": ref.name, "file": ref.file, "metrics": checked})
+        for c in checked:
+            first = c["first_outside"]
+            where = "-" if first is None else (f"step {first['step']}: {_fmt(first['run'])} vs "
+                                               f"{_fmt(first['reference'])}")
+            rows.append([ref.name, c["metric"], str(c["points"]), f"±{c['tolerance']:g}", f"{c['max_deviation']:.4f}",
+                         where, "PASS" if c["passed"] else "FAIL"])
+    from lmexp.tables import print_table as print_fitted
+
+    print_fitted(["reference", "metric", "points", "band", "max |Δ|", "first step outside", "result"], rows,
+                 whole={"metric", "points", "band", "max |Δ|", "result"}, free={"reference"},
+                 title="loss curves against the reference curves")
+    return results
+
+
+def record_curves(cfg: DictConfig, run_dir: Path) -> None:
+    """Overwrite the curve files lmexp recorded itself (`recorded_by: lmexp`) with this run's curves."""
+    from lmexp.curves import run_curve, write_curve
+
+    for ref in cfg.curves:
+        if ref.get("recorded_by") == "lmexp":
+            summary = read_summary(run_dir)
+            comment = (f"recorded by lmexp from {run_dir.name}: git {summary['git'].get('commit')}, "
+                       f"torch {summary['versions'].get('torch')}")
+            write_curve(run_curve(run_dir, list(ref.metrics)), curve_path(ref.file), comment)
+            print(f"recorded {ref.file}")
 
 
 def reproduce_run(past: Path, overrides: list[str]) -> int:
@@ -291,14 +349,16 @@ def main(argv: list[str]) -> int:
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.path=...")
         parser.add_argument("--curve", action="store_true", help="also compare the loss curves with the "
                             "reference curves stored with the experiment")
+        parser.add_argument("--record-curve", action="store_true", help="write this run's curves into the "
+                            "experiment's curve files recorded by lmexp (recorded_by: lmexp)")
         parser.add_argument("--sweep-dir", help="a claim: run (or finish: resume=true) its sweep in this directory")
-        args = parser.parse_args(rest)
+        args = parser.parse_intermixed_args(rest)
         if Path(args.target).is_dir():
             return reproduce_run(Path(args.target), args.overrides)
         cfg = compose_experiment(args.target, args.overrides)
         if cfg.get("claim") is not None:
             return reproduce_claim(args.target, cfg, args.overrides, args.sweep_dir)
-        return reproduce_experiment(args.target, args.overrides, args.curve)
+        return reproduce_experiment(args.target, args.overrides, args.curve, args.record_curve)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
