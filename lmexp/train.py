@@ -31,7 +31,7 @@ def train(cfg: DictConfig) -> float:
     import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
     from pytorch_lightning.utilities import rank_zero_only
 
-    from lmexp import build, init_from, records
+    from lmexp import build, init_from, records, wandb_surface
     from lmexp.confusion import ConfusionMatrix
     from lmexp.module import LMModule
 
@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> float:
         )
         wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
         if wandb_logger is not None and is_main:
-            wandb_logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            wandb_logger.log_hyperparams(wandb_surface.run_config(cfg, overrides))  # made for comparing runs
             experiment = wandb_logger.experiment
             mode = "offline" if experiment.settings.mode in ("offline", "dryrun") else experiment.settings.mode
             summary["wandb"] = {"mode": mode, "run_id": experiment.id, "dir": experiment.dir}
@@ -128,6 +128,8 @@ def train(cfg: DictConfig) -> float:
         summary["tokens_per_s"] = throughput.tokens_per_s if throughput else None
         summary["global_step"] = trainer.global_step
         summary["num_parameters"] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        if wandb_logger is not None and is_main:
+            wandb_surface.log_summary(summary["metrics"])  # the final whole-split metrics
         summary["status"] = "completed"
     except BaseException as err:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
