@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -160,22 +159,11 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) -> pl.Trainer:
     from lmexp.checkpointing import AtomicCheckpointIO, KeepLastCheckpoint
 
+    cadence = OmegaConf.to_container(cfg.get("checkpoint") or {}, resolve=True)
     return instantiate_or_explain(
-        cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, KeepLastCheckpoint()],
-        plugins=[AtomicCheckpointIO()],
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, KeepLastCheckpoint(**cadence)],
+        plugins=[AtomicCheckpointIO(trust=cfg.get("trust_checkpoint", False))],
     )
-
-
-def load_checkpoint(path: str, key: str = "ckpt_path") -> dict:
-    """Read a checkpoint fully; anything unreadable is a one-line error (naming `key`), never a fresh start."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{key}={path}: not a readable checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f"{key}={path}: not a Lightning checkpoint (no state_dict)")
-    return checkpoint
 
 
 def tokenizer_files(directory: Path) -> dict[str, str]:
@@ -188,5 +176,8 @@ def restore_tokenizer(files: dict[str, str], directory: Path):
 
     directory.mkdir(parents=True, exist_ok=True)
     for filename, content in files.items():
+        # Names come from a checkpoint, i.e. from whoever made it: plain file names only.
+        if not isinstance(filename, str) or Path(filename).name != filename or filename in ("", ".", ".."):
+            raise ConfigError(f"checkpoint: refused tokenizer file name {filename!r} (not a plain file name)")
         (directory / filename).write_text(content)
     return AutoTokenizer.from_pretrained(str(directory))

@@ -1,8 +1,15 @@
-"""Checkpoints that survive kills and interruptions.
+"""Checkpoints that survive kills and interruptions, and that cannot run code when read.
+
+- `read_checkpoint` is the one way lmexp reads a checkpoint: `torch.load(weights_only=True)`, so
+  a file can hold tensors, numbers, strings and plain containers but no code (lmexp writes nothing
+  else). A file that needs any other Python object is refused, naming it, unless the user opts in
+  with `trust_checkpoint=true`. `AtomicCheckpointIO` reads the same way when Lightning restores.
 
 - `AtomicCheckpointIO` writes each checkpoint to a temporary file and renames it into place, so a
   kill during a save leaves the previous checkpoint whole, never a truncated one.
-- `KeepLastCheckpoint` keeps `last.ckpt` at the newest step: it turns Ctrl-C into Lightning's
+- `KeepLastCheckpoint` keeps `last.ckpt` at the newest step: it saves it every N optimizer steps
+  and/or every T minutes when asked (`checkpoint.every_n_train_steps`, `checkpoint.every_n_minutes`),
+  whether or not a validation has run; it turns Ctrl-C into Lightning's
   SIGTERM handling (stop at the end of the current step, not in the middle of it) and saves
   `last.ckpt` there, for SIGTERM too (SLURM preemption), so the run can be resumed with
   `ckpt_path=last`; and it saves it when training ends between validations (max_steps not a
@@ -12,20 +19,71 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import signal
 import threading
+import time
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lmexp.errors import ConfigError
+
+TRUST_HINT = "if you trust whoever made this file, add trust_checkpoint=true (it may then run code)"
+
+
+def read_checkpoint(path: str, key: str = "ckpt_path", trust: bool = False) -> dict:
+    """Read a whole checkpoint on the CPU; anything unreadable or unsafe is a one-line ConfigError
+    naming `key` and the file, never a fresh start."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        if trust or "weights_only" not in str(err).lower():
+            raise ConfigError(f"{key}={path}: not a readable checkpoint ({_first_line(err)})") from None
+        raise ConfigError(f"{key}={path}: refused: loading it needs the Python object {_wanted_global(path, err)}, "
+                          f"which could run code (lmexp checkpoints hold only tensors, numbers and strings); "
+                          f"{TRUST_HINT}") from None
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise ConfigError(f"{key}={path}: not a readable checkpoint ({_first_line(err)})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"{key}={path}: not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _wanted_global(path: str, err: Exception) -> str:
+    """The first global the pickle asks for beyond what weights_only allows, without running it."""
+    try:
+        wanted = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not torch's zip format: the name is in torch's message
+        wanted = []
+    if wanted:
+        return wanted[0]
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return found.group(1) if found else "that is not a tensor, number, string or container"
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes through a temporary file; reads (Lightning's restore in fit) like `read_checkpoint`."""
+
+    def __init__(self, trust: bool = False) -> None:
+        super().__init__()
+        self.trust = trust
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         tmp = f"{path}.tmp"
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(str(path), trust=self.trust)
 
 
 def save_last(trainer: pl.Trainer) -> None:
@@ -35,9 +93,20 @@ def save_last(trainer: pl.Trainer) -> None:
 
 
 class KeepLastCheckpoint(pl.Callback):
-    def __init__(self) -> None:
+    def __init__(self, every_n_train_steps: int | None = None, every_n_minutes: float | None = None) -> None:
+        self.every_n_train_steps = every_n_train_steps
+        self.every_n_seconds = every_n_minutes * 60 if every_n_minutes else None
         self._previous_sigint = None
         self._saved_step = -1
+        self._saved_at = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        due = bool(self.every_n_train_steps) and trainer.global_step % self.every_n_train_steps == 0
+        if self.every_n_seconds is not None:
+            # Every rank must take the same decision: saving is collective under DDP.
+            due = due or trainer.strategy.broadcast(time.monotonic() - self._saved_at >= self.every_n_seconds)
+        if due and trainer.global_step != self._saved_step:
+            save_last(trainer)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -55,6 +124,7 @@ class KeepLastCheckpoint(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         self._saved_step = trainer.global_step
+        self._saved_at = time.monotonic()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step != self._saved_step:

@@ -8,10 +8,15 @@ import os
 import uuid
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError
+from lmexp.schema import BYTE_ALPHABET, SPECIAL_TOKENS, TRAIN, Schema, is_int, check_config
 from lmexp.sweep import hydra_runtime, sweep_group
+
+CLASSIFICATION = "lmexp.objectives.classification.SequenceClassification"
+WIKITEXT = "lmexp.data.sources.WikiText"
 
 
 def config_dir() -> str:
@@ -53,39 +58,141 @@ def missing_keys(cfg: DictConfig) -> list[str]:
     return sorted(found)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks that need no heavy import. Raises ConfigError naming the key and what was expected."""
+def resolved(cfg: DictConfig) -> dict:
+    """The config as plain data with interpolations resolved; a value that cannot be resolved here
+    (e.g. `${hydra:...}` outside a Hydra run) is left out rather than failing the check."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # omegaconf raises several types; resolve key by key instead
+        pass
+
+    def walk(node):
+        out = {} if isinstance(node, DictConfig) else []
+        keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+        for key in keys:
+            try:
+                value = node[key]
+            except Exception:
+                continue
+            value = walk(value) if isinstance(value, (DictConfig, ListConfig)) else value
+            if isinstance(out, dict):
+                out[key] = value
+            else:
+                out.append(value)
+        return out
+
+    return walk(cfg)
+
+
+def validate(cfg: DictConfig, top: Schema = TRAIN) -> None:
+    """Every check that needs no heavy import: the schema of each node (lmexp.schema), the fit of the
+    pieces to each other, and the files they name. Raises one ConfigError naming every bad key."""
     missing = missing_keys(cfg)
     if missing:
         key = missing[0]
         raise ConfigError(f"missing required value: {key} (set it on the command line: {key}=...)")
+    plain = resolved(cfg)
+    problems = check_config(plain, top)
+    if problems:  # the fit checks below assume well-typed values
+        raise ConfigError("; ".join(problems))
+    problems = fit_problems(cfg, plain) + file_problems(plain)
+    if problems:
+        raise ConfigError("; ".join(problems))
 
-    model_attention = cfg.model.get("attention")
-    needed = cfg.objective.get("attention")
+
+def fit_problems(cfg: DictConfig, plain: dict) -> list[str]:
+    """Values that are fine alone but not together."""
+    problems = []
+    model, objective, tokenizer = plain.get("model") or {}, plain.get("objective") or {}, plain.get("tokenizer") or {}
+    data = plain.get("data") or {}
+
+    model_attention, needed = model.get("attention"), objective.get("attention")
     # "any": the objective serves both kinds (classification).
     if needed and needed != "any" and model_attention and needed != model_attention:
         kind = {"causal": "a causal decoder", "bidirectional": "a bidirectional encoder"}
-        raise ConfigError(
+        problems.append(
             f"model={choice(cfg, 'model')} is {kind.get(model_attention, model_attention)} and cannot serve "
             f"objective={choice(cfg, 'objective')}, which needs {kind.get(needed, needed)} "
             f"(pick another model, or set model.attention={needed} for a native model)"
         )
+    for width, heads in (("d_model", "n_heads"), ("hidden_size", "num_attention_heads"), ("n_embd", "n_head"),
+                         ("num_attention_heads", "num_key_value_heads")):
+        if is_int(model.get(width)) and is_int(model.get(heads)) and model[heads] > 0 and model[width] % model[heads]:
+            problems.append(f"model.{heads}={model[heads]} must divide model.{width}={model[width]}")
 
-    context = cfg.model.get("max_seq_len")
+    context = model.get("max_seq_len")
     for key in ("block_size", "max_length"):
-        length = cfg.data.get(key)
+        length = data.get(key)
         if length is not None and context is not None and length > context:
-            raise ConfigError(f"data.{key}={length} is larger than the model's context model.max_seq_len={context}")
+            problems.append(f"data.{key}={length} is larger than the model's context model.max_seq_len={context}")
+    if objective.get("_target_") == CLASSIFICATION and "_target_" not in data and "max_length" not in data:
+        problems.append(f"objective=classification needs labelled data (data=sst2, trec or labelled_files); "
+                        f"data={choice(cfg, 'data')} is unlabelled text")
 
-    if cfg.get("resume") and sweep_group(hydra_runtime()) is None:
-        raise ConfigError(
+    kind, size = tokenizer.get("kind"), tokenizer.get("vocab_size")
+    if kind in ("bpe", "wordpiece") and size is None:
+        problems.append(f"tokenizer.vocab_size=null: tokenizer={kind} needs a vocabulary size")
+    smallest = {"byte": SPECIAL_TOKENS + BYTE_ALPHABET, "bpe": SPECIAL_TOKENS + BYTE_ALPHABET,
+                "wordpiece": SPECIAL_TOKENS + 1}.get(kind)
+    if smallest and kind != "byte" and size is not None and size < smallest:
+        problems.append(f"tokenizer.vocab_size={size}: tokenizer={kind} needs at least {smallest} "
+                        f"({SPECIAL_TOKENS} special tokens" + (f" + {BYTE_ALPHABET} bytes)" if kind == "bpe" else " + 1)"))
+    least = smallest if kind == "byte" else size if kind == "bpe" else None
+    wanted = model.get("vocab_size")
+    if wanted is not None and least is not None and wanted < least and not model.get("init_from"):
+        problems.append(f"model.vocab_size={wanted} is smaller than tokenizer={kind}'s vocabulary ({least} tokens); "
+                        f"set model.vocab_size=null or >= {least}")
+    if kind == "pretrained" and not tokenizer.get("name_or_path"):
+        problems.append("tokenizer.name_or_path: tokenizer=pretrained needs a local directory or a hub name")
+
+    if (objective.get("mask_replace_prob") or 0) + (objective.get("random_replace_prob") or 0) > 1:
+        problems.append(f"objective.mask_replace_prob={objective['mask_replace_prob']} + objective.random_replace_prob="
+                        f"{objective['random_replace_prob']} must be <= 1")
+    split = data.get("split") or {}
+    held_out = (split.get("val_fraction") or 0) + (split.get("test_fraction") or 0)
+    if held_out >= 1:
+        problems.append(f"data.split: val_fraction + test_fraction = {held_out} must be < 1")
+
+    if plain.get("resume") and sweep_group(hydra_runtime()) is None:
+        problems.append(
             "resume=true re-runs the unfinished jobs of a sweep (lmexp-train -m ... hydra.sweep.dir=<sweep dir> "
             "resume=true); to continue a single run use ckpt_path=last or ckpt_path=<run dir>"
         )
+    return problems
 
-    ckpt = cfg.get("ckpt_path")
-    if ckpt not in (None, "last") and not (os.path.isfile(ckpt) or os.path.isdir(ckpt)):
-        raise ConfigError(f"ckpt_path={ckpt}: no such file or run directory")
+
+def file_problems(plain: dict) -> list[str]:
+    """Files and directories the config names that do not exist (globs must match a file)."""
+    problems = []
+    ckpt = plain.get("ckpt_path")
+    if ckpt not in (None, "last") and not os.path.exists(ckpt):
+        problems.append(f"ckpt_path={ckpt}: no such file or run directory")
+    init_from = (plain.get("model") or {}).get("init_from")
+    if init_from and not os.path.exists(init_from):
+        problems.append(f"model.init_from={init_from}: no such run directory or checkpoint file")
+    data = plain.get("data") or {}
+    source = data.get("source") if isinstance(data.get("source"), dict) else {}
+    for key in ("train_files", "val_files", "test_files"):
+        if source.get(key) and source.get("_target_") != WIKITEXT:  # WikiText's are names inside data.path
+            try:
+                resolve_files(source[key], f"data.{key}")
+            except ConfigError as err:
+                problems.append(str(err))
+    if source.get("_target_") == WIKITEXT and source.get("path") and not os.path.isdir(source["path"]):
+        problems.append(f"data.path={source['path']}: not a directory (expected wiki.*.tokens files in it)")
+    name = (plain.get("tokenizer") or {}).get("name_or_path")
+    if name and _looks_local(name) and not os.path.isdir(name):
+        problems.append(f"tokenizer.name_or_path={name}: no such directory")
+    for key in ("path", "hub"):
+        value = source.get(key)
+        if source.get("_target_") != WIKITEXT and isinstance(value, str) and _looks_local(value) and not os.path.exists(value):
+            problems.append(f"data.{key}={value}: no such file or directory")
+    return problems
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (`gpt2`, `user/name`)."""
+    return name.startswith(("/", "./", "../", "~")) or os.path.exists(name) or name.count("/") > 1
 
 
 def resolve_checkpoint(ckpt_path: str | None, output_root: str) -> str | None:

@@ -1,12 +1,15 @@
-"""The one exception type that means "the user asked for something that cannot work"."""
+"""The exceptions that mean an expected failure: printed as one line on stderr (no traceback, which
+goes to the run's log file instead), recorded as `status: failed`, exit status 1."""
 
 
-class ConfigError(Exception):
-    """Bad input: printed as one line (no traceback) and the run exits non-zero.
-
-    The message must name the config key or file and say what was expected.
-    """
+class ExpectedFailure(Exception):
+    """A failure the user can act on; its message is one line saying what and where."""
 
 
-class TrainingDiverged(RuntimeError):
+class ConfigError(ExpectedFailure):
+    """Bad input: a config value, a file, a checkpoint. The message names the key or file and says
+    what was expected."""
+
+
+class TrainingDiverged(ExpectedFailure):
     """The loss became NaN or infinite: the run stops, its last good checkpoint stays."""

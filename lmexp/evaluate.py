@@ -10,17 +10,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lmexp.config import config_dir, missing_keys, register_resolvers, resolve_checkpoint
-from lmexp.errors import ConfigError
+from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, validate
+from lmexp.errors import ConfigError, ExpectedFailure
+from lmexp.schema import EVAL
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate `cfg.ckpt_path` on the requested splits; write summary.json; return the metrics."""
-    missing = missing_keys(cfg)
-    if missing:
-        raise ConfigError(f"missing required value: {missing[0]} (set it on the command line: {missing[0]}=...)")
-    if not cfg.ckpt_path == "last" and not Path(cfg.ckpt_path).exists():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file or run directory")
+    validate(cfg, EVAL)
 
     import pytorch_lightning as pl
 
@@ -33,7 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root)
-    checkpoint = load_lmexp_checkpoint(ckpt_path)
+    checkpoint = load_lmexp_checkpoint(ckpt_path, trust=cfg.trust_checkpoint)
     state = checkpoint["lmexp"]
 
     train_cfg = OmegaConf.create(state["config"])
@@ -84,7 +81,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except ConfigError as err:
+    except ExpectedFailure as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -222,17 +222,17 @@ def export(run, out: Path) -> str:
 
 def main(argv: list[str]) -> int:
     """argv = ["export", run, out]; returns the exit code."""
-    from lmexp.runs import load_run
+    from lmexp.runs import add_run_arguments, load_run
 
     parser = argparse.ArgumentParser(prog="lmexp export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", help="a run directory (its checkpoints/last.ckpt), a .ckpt file, or 'last'")
+    add_run_arguments(parser)
     parser.add_argument("out", help="a new or empty directory to write")
     options = parser.parse_args(argv[1:])
     out = Path(options.out)
     try:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"{out}: exists and is not an empty directory")
-        run = load_run(options.run)
+        run = load_run(options.run, trust=options.trust_checkpoint)
         architecture = export(run, out)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

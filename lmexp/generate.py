@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from lmexp.errors import ConfigError
+from lmexp.runs import add_run_arguments
 
-RUN_HELP = "a run directory (its checkpoints/last.ckpt), a .ckpt file, or 'last' (the newest run under outputs/)"
 
 
 def prompt_ids(tokenizer, text: str) -> list[int]:
@@ -143,7 +143,7 @@ def _fill_mask(run, options: argparse.Namespace) -> None:
 
 def _parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"lmexp {command}")
-    parser.add_argument("run", help=RUN_HELP)
+    add_run_arguments(parser)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     parser.add_argument("--device", default=device, help=f"torch device (default: {device})")
     if command == "fill-mask":
@@ -188,7 +188,7 @@ def main(argv: list[str]) -> int:
     options = _parser(command).parse_args(args)
     try:
         _check(command, options)
-        run = load_run(options.run)
+        run = load_run(options.run, trust=options.trust_checkpoint)
         (_generate if command == "generate" else _fill_mask)(run, options)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

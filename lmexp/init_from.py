@@ -14,11 +14,12 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from lmexp.build import FROM_RUN_KEYS, load_checkpoint, restore_tokenizer
+from lmexp.build import FROM_RUN_KEYS, restore_tokenizer
 from lmexp.config import validate
 from lmexp.data.cache import cache_key
 from lmexp.errors import ConfigError
 from lmexp.models.classifier import Classifier
+from lmexp.runs import load_lmexp_checkpoint
 
 @dataclass
 class PretrainedRun:
@@ -64,10 +65,8 @@ def adopt(cfg: DictConfig) -> PretrainedRun:
             raise ConfigError(f"model.init_from={init_from}: not an lmexp run directory (no checkpoints/last.ckpt)")
     elif not path.is_file():
         raise ConfigError(f"model.init_from={init_from}: no such run directory or checkpoint file")
-    checkpoint = load_checkpoint(str(path), key="model.init_from")
-    state = checkpoint.get("lmexp") or {}
-    if "config" not in state:
-        raise ConfigError(f"model.init_from={init_from}: {path.name} is not an lmexp checkpoint (no lmexp config inside)")
+    checkpoint = load_lmexp_checkpoint(str(path), key="model.init_from", trust=cfg.get("trust_checkpoint", False))
+    state = checkpoint["lmexp"]
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     run = PretrainedRun(init_from, state["config"]["model"], state["tokenizer_files"], weights)
     with open_dict(cfg):

@@ -6,6 +6,7 @@ is enough; the run directory around it adds the record (summary.json) when it is
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from dataclasses import dataclass
@@ -18,14 +19,25 @@ from lmexp.config import resolve_checkpoint
 from lmexp.errors import ConfigError
 
 
-def load_lmexp_checkpoint(path: str) -> dict:
-    """A checkpoint written by lmexp training; anything else is a one-line error."""
-    from lmexp.build import load_checkpoint
+RUN_HELP = "a run directory (its checkpoints/last.ckpt), a .ckpt file, or 'last' (the newest run under outputs/)"
 
-    checkpoint = load_checkpoint(path)
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run to read, and the opt-in for checkpoints that are not plain data (commands that read a run)."""
+    parser.add_argument("run", help=RUN_HELP)
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="also load a checkpoint that needs Python objects beyond tensors, numbers, strings "
+                             "and containers (only for files you trust: loading it may run code)")
+
+
+def load_lmexp_checkpoint(path: str, key: str = "ckpt_path", trust: bool = False) -> dict:
+    """A checkpoint written by lmexp training; anything else is a one-line error."""
+    from lmexp.checkpointing import read_checkpoint
+
+    checkpoint = read_checkpoint(path, key, trust)
     state = checkpoint.get("lmexp")
     if not state or "config" not in state:
-        raise ConfigError(f"ckpt_path={path}: not an lmexp checkpoint (no lmexp config inside)")
+        raise ConfigError(f"{key}={path}: not an lmexp checkpoint (no lmexp config inside)")
     return checkpoint
 
 
@@ -44,15 +56,16 @@ class Run:
         return directory.parent if directory.name == "checkpoints" else None
 
 
-def load_run(path: str) -> Run:
-    """Load a run directory (its last.ckpt), a .ckpt file, or `last` (the newest run under outputs/)."""
+def load_run(path: str, trust: bool = False) -> Run:
+    """Load a run directory (its last.ckpt), a .ckpt file, or `last` (the newest run under outputs/);
+    `trust`: also a checkpoint that needs Python objects beyond tensors and containers (may run code)."""
     if path != "last" and not os.path.exists(path):
         raise ConfigError(f"{path}: no such file or run directory")
     from lmexp import build
 
     # The same default as paths.output_root, so `last` finds what lmexp-train wrote.
     ckpt_path = resolve_checkpoint(path, os.environ.get("LMEXP_OUTPUT_ROOT", "outputs"))
-    checkpoint = load_lmexp_checkpoint(ckpt_path)
+    checkpoint = load_lmexp_checkpoint(ckpt_path, trust=trust)
     state = checkpoint["lmexp"]
     config = OmegaConf.create(state["config"])
     # The tokenizer is read into memory, so its files need not outlive this call.

@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig
 
 from lmexp import records
-from lmexp.errors import ConfigError
+from lmexp.errors import ConfigError, ExpectedFailure
 
 log = logging.getLogger("lmexp")
 
@@ -100,8 +100,8 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], float]) -> float:
             pin_gpu(job)
         value = task(cfg)
     except Exception as err:  # recorded; the sweep goes on (KeyboardInterrupt still stops it)
-        error = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
-        log.error("job %d failed: %s", job, error, exc_info=not isinstance(err, ConfigError))
+        error = str(err) if isinstance(err, ExpectedFailure) else f"{type(err).__name__}: {err}"
+        log.error("job %d failed: %s", job, error, exc_info=not isinstance(err, ExpectedFailure))
         if record_status(run_dir) == "running":  # failed before train() wrote its record
             _write_failed(run_dir, cfg.optimized_metric, job_overrides(), error)
         if cfg.fail_fast:

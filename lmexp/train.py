@@ -15,8 +15,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, validate
-from lmexp.errors import ConfigError
+from lmexp import records
+from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, resolved, validate
+from lmexp.errors import ConfigError, ExpectedFailure
+from lmexp.resume import changed_keys, check_identity, find_last
 from lmexp.sweep import hydra_runtime, job_overrides, run_job, sweep_group
 
 log = logging.getLogger("lmexp")
@@ -26,40 +28,52 @@ METRIC_ORDER = ("loss", "perplexity", "acc", "f1", "precision", "recall", "mcc")
 
 def train(cfg: DictConfig) -> float:
     """Train, validate and test one configuration; write summary.json; return the optimized metric."""
-    validate(cfg)
-
-    import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
-    from pytorch_lightning.utilities import rank_zero_only
-
-    from lmexp import build, init_from, records, wandb_surface
-    from lmexp.confusion import ConfusionMatrix
-    from lmexp.module import LMModule
-
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Under DDP every rank runs this function; only rank 0 writes the record and the tokenizer.
-    is_main = rank_zero_only.rank == 0
-    runtime = hydra_runtime()
     overrides = job_overrides()
     summary: dict = {
         "status": "running", "error": None, "metrics": {},
-        "optimized_metric": cfg.optimized_metric, "overrides": overrides,
+        "optimized_metric": OmegaConf.select(cfg, "optimized_metric", default=None), "overrides": overrides,
         "config_hash": records.config_hash(cfg), "data_fingerprint": None,
-        "git": records.git_info(), "versions": records.package_versions(), "seed": cfg.seed,
+        "git": records.git_info(), "versions": records.package_versions(), "seed": cfg.get("seed"),
         "run_dir": str(run_dir), "resumed_from": None,
         "wall_time_s": None, "tokens_per_s": None, "wandb": None,
     }
+    is_main = True  # every rank runs this function under DDP; only rank 0 writes (known once Lightning loads)
     start = time.perf_counter()
     try:
-        ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_root)
-        checkpoint = build.load_checkpoint(ckpt_path) if ckpt_path else None
-        summary["resumed_from"] = ckpt_path
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        validate(cfg)
+        plain = resolved(cfg)
+        ckpt_path = None
+        if cfg.get("ckpt_path") == "last":
+            ckpt_path = find_last(cfg.paths.output_root, plain)
+            log.info("resuming %s: the newest run with this configuration", Path(ckpt_path).parent.parent)
+        elif cfg.get("ckpt_path"):
+            ckpt_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root)
 
+        import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
+        from pytorch_lightning.utilities import rank_zero_only
+
+        from lmexp import build, init_from, wandb_surface
+        from lmexp.checkpointing import read_checkpoint
+        from lmexp.confusion import ConfusionMatrix
+        from lmexp.module import LMModule
+
+        is_main = rank_zero_only.rank == 0
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
         # model=from_run: the architecture, the tokenizer and (once built) the weights of an earlier run.
         pretrained = init_from.adopt(cfg) if cfg.model.get("init_from") else None
+        checkpoint = read_checkpoint(ckpt_path, trust=cfg.trust_checkpoint) if ckpt_path else None
+        if checkpoint is not None:
+            before = (checkpoint.get("lmexp") or {}).get("config") or {}
+            check_identity(before, resolved(cfg), ckpt_path, cfg.allow_config_change)
+            summary["resumed_from"], summary["changed_keys"] = ckpt_path, changed_keys(before, resolved(cfg))
+
         datamodule = build.build_datamodule(cfg, pretrained.tokenizer_config(cfg.paths.cache_dir) if pretrained else None)
-        datamodule.prepare()
+        try:
+            datamodule.prepare()
+        except (OSError, UnicodeDecodeError) as err:  # a file that vanished, is unreadable or is not text
+            raise ConfigError(f"data: cannot read the data ({type(err).__name__}: {err})") from err
         summary["data_fingerprint"] = datamodule.fingerprint
         summary["preprocessing"] = {"cache_hit": datamodule.cache_hit, "seconds": round(datamodule.preprocess_s, 3)}
         tokenizer = datamodule.tokenizer
@@ -77,8 +91,8 @@ def train(cfg: DictConfig) -> float:
 
         wandb_id = (checkpoint or {}).get("lmexp", {}).get("wandb_run_id")
         loggers = build.build_loggers(
-            cfg, run_dir, wandb_id=wandb_id, group=sweep_group(runtime),
-            name="-".join(overrides) if sweep_group(runtime) else None,
+            cfg, run_dir, wandb_id=wandb_id, group=sweep_group(hydra_runtime()),
+            name="-".join(overrides) if sweep_group(hydra_runtime()) else None,
         )
         wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
         if wandb_logger is not None and is_main:
@@ -106,7 +120,7 @@ def train(cfg: DictConfig) -> float:
                 "labels": labels,
             },
         )
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.trust_checkpoint)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
         # The last training step's loss (and its acc, f1, ... with train_metrics=true).
@@ -134,7 +148,9 @@ def train(cfg: DictConfig) -> float:
     except BaseException as err:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         summary["status"] = "interrupted" if interrupted else "failed"
-        summary["error"] = f"{type(err).__name__}: {err}" if not isinstance(err, ConfigError) else str(err)
+        summary["error"] = str(err) if isinstance(err, ExpectedFailure) else f"{type(err).__name__}: {err}"
+        if isinstance(err, ExpectedFailure):
+            log_traceback(err, run_dir)
         raise
     finally:
         summary["wall_time_s"] = round(time.perf_counter() - start, 3)
@@ -146,6 +162,19 @@ def train(cfg: DictConfig) -> float:
         print_results(summary, run_dir)
     value = summary["metrics"].get(cfg.optimized_metric)
     return float("nan") if value is None else value
+
+
+def log_traceback(err: BaseException, run_dir: Path) -> None:
+    """An expected failure's traceback, for whoever wants it, into the run's log file only (the
+    terminal gets one line): Hydra's job log (<run dir>/train.log), else that file directly."""
+    record = logging.LogRecord("lmexp", logging.ERROR, __file__, 0, "%s", (str(err),),
+                               (type(err), err, err.__traceback__))
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    for handler in handlers:
+        handler.handle(record)
+    if not handlers:
+        with open(run_dir / "train.log", "a") as f:
+            f.write(logging.Formatter().format(record) + "\n")
 
 
 def _float(value) -> float | None:
@@ -193,7 +222,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         if sweep_group(hydra_runtime()) is not None:  # a -m sweep job: a failure is recorded, the sweep goes on
             return run_job(cfg, train)
         return train(cfg)
-    except ConfigError as err:
+    except ExpectedFailure as err:  # one line; the traceback is in the run's log file
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except (KeyboardInterrupt, SystemExit) as err:

@@ -35,7 +35,7 @@ def start(run_dir: Path, corpus: Path, cache: Path, *extra: str) -> subprocess.P
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
 def test_sigkill_then_resume_ends_with_identical_weights_and_metrics(tmp_path, small_corpus):
@@ -52,7 +52,7 @@ def test_sigkill_then_resume_ends_with_identical_weights_and_metrics(tmp_path, s
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    step_at_kill = torch.load(last, weights_only=False)["global_step"]
+    step_at_kill = torch.load(last, weights_only=True)["global_step"]
     assert 10 <= step_at_kill < 70
 
     resumed = start(tmp_path / "resumed", small_corpus, cache, f"ckpt_path={tmp_path / 'killed'}")
@@ -79,7 +79,7 @@ def test_atomic_save_leaves_the_old_checkpoint_when_a_save_fails(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
-    assert torch.load(path, weights_only=False) == {"step": 1}
+    assert torch.load(path, weights_only=True) == {"step": 1}
 
 
 def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, small_corpus):
@@ -93,7 +93,7 @@ def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, small_corp
     assert process.wait(timeout=120) != 0
     summary = read_summary(run)
     assert summary["status"] == "interrupted"
-    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] > 0
 
 
@@ -115,7 +115,9 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_c
     with pytest.raises(TrainingDiverged, match="at step 6"):
         train(make_cfg(overrides))
     summary = read_summary(tmp_path / "run")
-    assert summary["status"] == "failed" and "TrainingDiverged" in summary["error"]
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert summary["status"] == "failed" and summary["error"].startswith("loss is nan at step 6")
+    # The traceback went to the run's log file, not the terminal.
+    assert "TrainingDiverged" in (tmp_path / "run" / "train.log").read_text()
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 4
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point())

@@ -81,7 +81,7 @@ def pretrained(tmp_path_factory, cache_dir, small_corpus):
 
 
 def backbone_weights(ckpt: Path, prefix: str) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
@@ -96,7 +96,7 @@ def test_label_mapping_round_trips_through_the_checkpoint(make_cfg, tmp_path, re
         assert all(0 <= summary["metrics"][f"{stage}/{m}"] <= 1 or m == "mcc" for m in METRICS)
     labels = ["negative", "neutral", "positive"]  # sorted, from the train split
     assert json.loads((run / "labels.json").read_text()) == labels
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["lmexp"]["labels"] == labels
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["lmexp"]["labels"] == labels
 
     # Confusion matrices: label names on both axes, every example of the split counted once.
     for stage, size in (("val", 48), ("test", 36)):
@@ -134,7 +134,7 @@ def test_init_from_loads_exactly_the_backbone_weights(make_cfg, tmp_path, review
     assert head["weight"].shape[0] == 3
     # The pretraining run's tokenizer came along; the resolved architecture is the source's.
     assert (run / "tokenizer" / "tokenizer.json").read_text() == (source / "tokenizer" / "tokenizer.json").read_text()
-    config = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["lmexp"]["config"]
+    config = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["lmexp"]["config"]
     assert config["model"]["_target_"].startswith("lmexp.models.") and config["model"]["init_from"] == str(source)
 
 
@@ -155,7 +155,7 @@ def test_init_from_without_freezing_starts_from_the_pretrained_weights(make_cfg,
 
 
 def test_init_from_shape_mismatch_names_the_parameter(make_cfg, tmp_path, reviews, pretrained):
-    checkpoint = torch.load(pretrained("gpt_tiny") / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(pretrained("gpt_tiny") / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["state_dict"]["model.pos_emb.weight"] = torch.zeros(7, 32)
     torch.save(checkpoint, tmp_path / "edited.ckpt")
     with pytest.raises(ConfigError, match=r"model.init_from=.*pos_emb.weight has shape \[7, 32\]"):
@@ -225,9 +225,9 @@ def test_resume_mid_epoch_continues_the_same_example_order(make_cfg, tmp_path, r
               "data.batch_size=64", "scheduler=constant", "trainer.deterministic=true"]
     train(make_cfg([*common, "trainer.max_steps=10"], run="alone"))
     # Validation (and so the regular checkpoint) runs every 6 steps: last.ckpt must still hold step 10.
-    assert torch.load(tmp_path / "alone/checkpoints/last.ckpt", weights_only=False)["global_step"] == 10
+    assert torch.load(tmp_path / "alone/checkpoints/last.ckpt", weights_only=True)["global_step"] == 10
     train(make_cfg([*common, "trainer.max_steps=6"], run="first"))
-    assert torch.load(tmp_path / "first/checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
+    assert torch.load(tmp_path / "first/checkpoints/last.ckpt", weights_only=True)["global_step"] == 6
     train(make_cfg([*common, "trainer.max_steps=10", f"ckpt_path={tmp_path / 'first'}"], run="resumed"))
     alone = backbone_weights(tmp_path / "alone/checkpoints/last.ckpt", "")
     resumed = backbone_weights(tmp_path / "resumed/checkpoints/last.ckpt", "")

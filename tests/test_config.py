@@ -81,7 +81,7 @@ def test_block_size_larger_than_context(make_cfg, tmp_path):
 
 def test_bad_model_shape_is_one_line(make_cfg, tmp_path, small_corpus):
     run_expecting(make_cfg, tmp_path, [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt",
-                                       "tokenizer=byte", "model.d_model=30", "model.n_heads=4"], "model:")
+                                       "tokenizer=byte", "model.d_model=30", "model.n_heads=4"], "model.n_heads=4 must divide model.d_model=30")
 
 
 def test_unreadable_and_missing_checkpoint(make_cfg, tmp_path, small_corpus):

@@ -157,7 +157,7 @@ def test_resume_continues_step_optimizer_and_wandb_run(make_cfg, tmp_path, small
             "callbacks=minimal", "trainer.val_check_interval=4"]
     train(make_cfg([*base, "trainer.max_steps=8"], run="first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, weights_only=False)
+    saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == 8 and saved["optimizer_states"][0]["state"]
     train(make_cfg([*base, "trainer.max_steps=12", f"ckpt_path={tmp_path / 'first'}"]))
     first, second = read_summary(tmp_path / "first"), read_summary(tmp_path / "run")
@@ -165,7 +165,7 @@ def test_resume_continues_step_optimizer_and_wandb_run(make_cfg, tmp_path, small
     assert second["resumed_from"] == str(last)
     assert second["wandb"]["run_id"] == first["wandb"]["run_id"]
     # The scheduler went on from step 8, not from a fresh warmup.
-    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["lr_schedulers"][0]["last_epoch"] == 12
 
 

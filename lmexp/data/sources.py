@@ -8,9 +8,7 @@ preprocessing cache and goes into the run record.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import os
 import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from datasets.table import InMemoryTable
 
+from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
@@ -55,22 +54,6 @@ def as_split_spec(split: "SplitSpec | Mapping | None") -> SplitSpec:
         return SplitSpec(**split)
     except TypeError as err:
         raise ConfigError(f"data.split: {err} (keys: val_fraction, test_fraction, by, seed)") from None
-
-
-def resolve_files(patterns: str | list[str] | None, key: str) -> list[Path]:
-    """Expand globs to a sorted file list; a pattern that matches nothing is a config error."""
-    if patterns is None:
-        return []
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    files: list[Path] = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(os.path.expanduser(str(pattern)), recursive=True))
-        matched = [m for m in matched if os.path.isfile(m)]
-        if not matched:
-            raise ConfigError(f"{key}: no file matches '{pattern}' (cwd: {os.getcwd()})")
-        files.extend(Path(m) for m in matched)
-    return files
 
 
 def read_documents(files: list[Path], document: str, key: str, hasher: "hashlib._Hash") -> list[str]:

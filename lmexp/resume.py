@@ -1,0 +1,101 @@
+"""Which checkpoint a run resumes, and whether it belongs to this configuration.
+
+A run's *identity* is its result-affecting config: model, tokenizer, data, objective, optimizer,
+scheduler and seed. Everything else is *continuation* (max_steps, loggers, callbacks, paths,
+speed-only settings) and may change on resume. `ckpt_path=last` takes the newest run of the same
+identity; a checkpoint of another identity is refused, naming the keys that differ, unless
+`allow_config_change=true`. Light: no torch here, the checkpoint's config is passed in.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lmexp.errors import ConfigError
+
+IDENTITY = ("seed", "model", "tokenizer", "data", "objective", "optimizer", "scheduler", "decay_embeddings")
+# Inside the identity groups: settings that change speed or where files go, not results.
+NOT_IDENTITY = ("data.num_workers", "data.num_proc", "data.eval_batch_size", "data.source.cache_dir")
+CONSENT = "allow_config_change=true"
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{"model.d_model": 128, ...}; lists are values."""
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def identity(plain: dict) -> dict[str, Any]:
+    flat = flatten({key: plain.get(key) for key in IDENTITY})
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in NOT_IDENTITY)}
+
+
+def differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """Every key a resumed run changed, leaving out where each run writes (paths, run-dir-relative values)."""
+    old_dir, new_dir = str((before.get("paths") or {}).get("output_dir")), str((after.get("paths") or {}).get("output_dir"))
+    a, b = flatten(before), flatten(after)
+
+    def moved(key: str) -> bool:
+        return isinstance(a.get(key), str) and isinstance(b.get(key), str) and \
+            a[key].replace(old_dir, "<run>") == b[key].replace(new_dir, "<run>")
+
+    return [k for k in differing(a, b) if not k.startswith(("paths.", "ckpt_path")) and not moved(k)]
+
+
+def run_config(run_dir: Path) -> dict | None:
+    """The resolved config a run directory was started with (Hydra's .hydra/config.yaml), if readable."""
+    from lmexp.config import resolved
+
+    try:
+        return resolved(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    except Exception:  # not a Hydra run directory, or a file we cannot parse: not a candidate
+        return None
+
+
+def find_last(output_root: str, plain: dict) -> str:
+    """The newest last.ckpt under output_root whose run has this identity."""
+    found = sorted(glob.glob(os.path.join(output_root, "**", "checkpoints", "last.ckpt"), recursive=True),
+                   key=os.path.getmtime, reverse=True)
+    if not found:
+        raise ConfigError(f"ckpt_path=last: no checkpoints/last.ckpt under {output_root}")
+    wanted = identity(plain)
+    newest_diff = None
+    for ckpt in found:
+        config = run_config(Path(ckpt).parent.parent)
+        if config is None:
+            continue
+        diff = differing(identity(config), wanted)
+        if not diff:
+            return ckpt
+        newest_diff = newest_diff or (ckpt, diff)
+    if newest_diff is None:
+        raise ConfigError(f"ckpt_path=last: no lmexp run directory with a checkpoint under {output_root}")
+    ckpt, diff = newest_diff
+    raise ConfigError(
+        f"ckpt_path=last: no run under {output_root} has this configuration; the newest, "
+        f"{Path(ckpt).parent.parent}, differs in {_keys(diff)} (resume it with ckpt_path=<its dir> {CONSENT})"
+    )
+
+
+def check_identity(checkpoint_config: dict, plain: dict, ckpt_path: str, allow: bool) -> None:
+    diff = differing(identity(checkpoint_config), identity(plain))
+    if diff and not allow:
+        raise ConfigError(f"ckpt_path={ckpt_path}: the checkpoint was trained with another configuration "
+                          f"({_keys(diff)} differ); add {CONSENT} to resume it anyway")
+
+
+def _keys(keys: list[str], most: int = 6) -> str:
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
