@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import cli, sweep_job
+from conftest import cli, start_cli, sweep_job, wait_for_record
 from lmexp import compare, sweep
 from lmexp.config import config_dir, register_resolvers
 from lmexp.errors import ConfigError
@@ -95,6 +96,32 @@ def test_parallel_launchers(tmp_path, small_corpus, cache_dir, launcher):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 jobs: 2 completed" in result.stdout
     assert [read_summary(d)["seed"] for d in job_dirs(the_sweep(tmp_path))] == [1, 2]
+
+
+@pytest.mark.parametrize("launcher, death", [
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "killed by SIGKILL"),
+    # submitit's local controller drops its task's exit code, so the signal is not known
+    (["hydra/launcher=submitit_local"], "its process ended without a result (killed from outside)"),
+], ids=["joblib", "submitit_local"])
+def test_a_job_killed_from_outside_is_recorded_and_resumed(tmp_path, small_corpus, cache_dir, launcher, death):
+    """SIGKILL (as the OOM killer sends it) of the process running job 0: the launcher records it as
+    failed (with the signal where it is known), job 1 (running beside it) completes, and resume=true
+    re-runs only job 0."""
+    sweep_dir = tmp_path / "sweep"
+    job = ["-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "seed=1,2", *launcher, f"hydra.sweep.dir={sweep_dir}"]
+    process = start_cli(*job, cwd=tmp_path)
+    os.kill(wait_for_record(sweep_dir / "0", "running")["pid"], signal.SIGKILL)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 1, output[-3000:]
+    assert f"2 jobs: 1 completed, 1 failed (job 0: job died: {death})" in output
+    assert read_summary(sweep_dir / "0")["error"] == f"job died: {death}"
+    recorded = (sweep_dir / "1" / "summary.json").stat().st_mtime_ns
+
+    result = cli(*job, "resume=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 jobs: 2 completed" in result.stdout
+    assert (sweep_dir / "1" / "summary.json").stat().st_mtime_ns == recorded
+    assert read_summary(sweep_dir / "0")["status"] == "completed"
 
 
 def test_optuna_search_survives_failed_trials(tmp_path, small_corpus, cache_dir):

@@ -143,15 +143,12 @@ class _WaitForEveryJob:
         return dead_job_return(self.hydra_context, self.config, overrides, idx, self.death(job, error))
 
     def death(self, job, error: Exception) -> str:
-        return str(error).strip().splitlines()[-1]
+        # submitit's local controller does not keep its task's exit code: the signal is not known here.
+        return "its process ended without a result (killed from outside)"
 
 
 class LocalLauncher(_WaitForEveryJob, submitit_launcher.LocalLauncher):
-    def death(self, job, error: Exception) -> str:
-        process = getattr(job, "_process", None)  # submitit keeps the job's Popen here
-        if process is not None and process.poll() is not None and process.returncode != 0:
-            return exit_description(process.returncode)
-        return super().death(job, error)
+    pass
 
 
 class SlurmLauncher(_WaitForEveryJob, submitit_launcher.SlurmLauncher):
