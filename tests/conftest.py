@@ -127,3 +127,28 @@ def expect_config_error(make_cfg, overrides: list[str], *fragments: str) -> None
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, message
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """`cli` in the background: the command's process, its output merged into `.stdout`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_OUTPUT_ROOT": str(cwd / "outputs"),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lmexp.train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_record(job_dir: Path, status: str, timeout: float = 240) -> dict:
+    """The job's summary.json once it says `status` (a sweep job says `running`, with its pid, at its start)."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            record = json.loads((job_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            record = {}
+        if record.get("status") == status:
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"{job_dir}: no record with status {status} after {timeout} s")
