@@ -48,6 +48,10 @@ def slurm_job_id(run_dir) -> str:
     return log.parent.name
 
 
+def _job(run_dir) -> str:
+    return subprocess.run(["scontrol", "show", "job", slurm_job_id(run_dir)], capture_output=True, text=True).stdout
+
+
 def test_array_sweep_matches_the_basic_launcher(tmp_path, small_corpus, cache_dir, capsys):
     sweep = [*sweep_job(small_corpus, cache_dir), "logger=wandb", "trainer.deterministic=true",
              "optimizer.lr=1e-2,-1", "seed=1,2"]
@@ -69,6 +73,7 @@ def test_array_sweep_matches_the_basic_launcher(tmp_path, small_corpus, cache_di
         [run] = [read_offline_run(p) for p in find_offline_runs(tmp_path / "slurm" / job / "wandb")]
         assert run.group == "slurm" and run.exit_code == (0 if job in "01" else 1)
     assert re.fullmatch(r"\d+_[0-3]", slurm_job_id(tmp_path / "slurm" / "3"))
+    capsys.readouterr()
     tables = []
     for name in ("basic", "slurm"):
         assert compare.main(["compare", str(tmp_path / name)]) == 0
@@ -109,13 +114,18 @@ def test_preempted_and_sigtermed_jobs_continue_to_the_same_metrics(tmp_path, sma
         while not last.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         subprocess.run([*command, slurm_job_id(sweep_dir / num)], check=True)
+    # slurmctld makes a requeued job wait 120 s before it is eligible again; an admin's `StartTime=now`
+    # lets it start at once (it is still pending on the restart, then runs again).
+    deadline = time.monotonic() + 60
+    while "JobState=PENDING" not in _job(sweep_dir / "0") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"JobId={slurm_job_id(sweep_dir / '0')}", "StartTime=now"], check=True)
     output = process.communicate(timeout=400)[0]
     assert process.returncode == 1, output[-3000:]
     assert "3 jobs: 2 completed, 1 interrupted" in output
     requeued, interrupted, through = (read_summary(sweep_dir / n) for n in "012")
     assert requeued["resumed_from"] == str(sweep_dir / "0" / "checkpoints" / "last.ckpt")
-    assert "Restarts=1" in subprocess.run(["scontrol", "show", "job", slurm_job_id(sweep_dir / "0")],
-                                          capture_output=True, text=True).stdout
+    assert "Restarts=1" in _job(sweep_dir / "0")
     assert interrupted["status"] == "interrupted" and interrupted["error"].startswith("SIGTERMException")
     assert (sweep_dir / "1" / "checkpoints" / "last.ckpt").is_file()
 
