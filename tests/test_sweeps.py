@@ -189,15 +189,25 @@ def test_slurm_preset_composes_into_an_sbatch_script(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "hydra.launcher.partition=gpu",
-            "hydra.launcher.timeout_min=240", "hydra.launcher.array_parallelism=8"])
-    params = instantiate(cfg.hydra.launcher).params
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
-    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
-                                  if k not in ("submitit_folder", "max_num_timeout")})
-    script = _make_sbatch_string("python -m lmexp.train", tmp_path, map_count=20, **executor._executor.parameters)
-    for line in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--time=240", "--array=0-19%8"):
+        cfg, cpu = (compose("train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", f"trainer.accelerator={accelerator}",
+            "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=240", "hydra.launcher.array_parallelism=8"])
+            for accelerator in ("gpu", "cpu"))
+
+    def sbatch_script(cfg):
+        launcher = instantiate(cfg.hydra.launcher)
+        launcher.config = cfg
+        params = launcher.resources(launcher.params)  # gpus_per_node: -1 → trainer.devices for a GPU job
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
+        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                      if k not in ("submitit_folder", "max_num_timeout")})
+        return _make_sbatch_string("python -m lmexp.train", tmp_path, map_count=20, **executor._executor.parameters)
+
+    script = sbatch_script(cfg)
+    for line in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--time=240", "--array=0-19%8",
+                 "--signal=TERM@120"):
         assert f"#SBATCH {line}\n" in script
+    assert "--signal=USR2" not in script
+    assert "gpus" not in sbatch_script(cpu) and "--ntasks-per-node=4" in sbatch_script(cpu)  # CPU job: no GPU asked
     sweep.check_ranks(cfg.trainer, cfg.hydra.launcher._target_)  # ranks started by SLURM: allowed
