@@ -119,13 +119,17 @@ def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None,
 
 def build_wandb_logger(cfg: DictConfig, node: DictConfig, run_dir: Path, wandb_id: str | None,
                        group: str | None, name: str | None):
+    """W&B never blocks or breaks a run: online without credentials, or online with no connection
+    within logger.wandb.init_timeout seconds, logs offline instead (one warning)."""
+    import wandb
     from pytorch_lightning.loggers import WandbLogger
 
     options = OmegaConf.to_container(node, resolve=True)
     options.pop("_target_")
     offline = options.pop("offline", True)
+    init_timeout = options.pop("init_timeout", 10)
     if not offline and not os.environ.get("WANDB_API_KEY") and not _wandb_logged_in():
-        # Decided before init: online mode without credentials would prompt or retry for minutes.
+        # Decided before init: online mode without credentials would prompt or fail.
         log.warning("logger.wandb.offline=false but no W&B credentials (WANDB_API_KEY or `wandb login`): logging offline")
         offline = True
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -136,7 +140,23 @@ def build_wandb_logger(cfg: DictConfig, node: DictConfig, run_dir: Path, wandb_i
     if wandb_id:
         options.update(id=wandb_id, resume="allow")
     (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-    return WandbLogger(offline=offline, **options)
+    # The mode goes into the settings: a Settings object read the environment when made, and wins over it.
+    def wandb_logger(offline: bool) -> WandbLogger:
+        settings = wandb.Settings(init_timeout=init_timeout, mode="offline" if offline else "online", silent=True)
+        return WandbLogger(offline=offline, settings=settings, **options)
+
+    logger = wandb_logger(offline)
+    if offline:
+        return logger
+    try:
+        logger.experiment  # connect now, within init_timeout, rather than at the first log call
+    except Exception as err:  # wandb raises CommError, UsageError, AuthenticationError, ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.warning("W&B online logging failed (%s): logging offline", reason)
+        if wandb.run is not None:
+            wandb.finish(exit_code=1, quiet=True)
+        return wandb_logger(offline=True)
+    return logger
 
 
 def _wandb_logged_in() -> bool:

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, validate
+from lmexp.console import quiet_third_party
 from lmexp.errors import ConfigError, ExpectedFailure
 from lmexp.schema import EVAL
 
@@ -88,6 +89,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     register_resolvers()
+    quiet_third_party()
     _hydra_main()
 
 

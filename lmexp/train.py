@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmexp import records
 from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, resolved, validate
+from lmexp.console import quiet_third_party
 from lmexp.errors import ConfigError, ExpectedFailure
 from lmexp.resume import changed_keys, check_identity, find_last
 from lmexp.sweep import hydra_runtime, job_overrides, run_job, sweep_group
@@ -84,6 +85,8 @@ def train(cfg: DictConfig) -> float:
         model = build.build_model(cfg, tokenizer, objective)
         if pretrained is not None:
             pretrained.load_weights(model)
+        summary["num_parameters"] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        log.info("model: %s, %s parameters", type(model).__name__, f"{summary['num_parameters']:,}")
         labels = getattr(objective, "labels", None)  # classification: the label of each class id
         if labels is not None and is_main:
             (run_dir / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
@@ -112,6 +115,7 @@ def train(cfg: DictConfig) -> float:
             scheduler=build.instantiate_or_explain(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
             decay_embeddings=cfg.get("decay_embeddings", False),
             train_metrics=cfg.get("train_metrics", False),
+            impl=cfg.get("impl"),
             extra_checkpoint_state={
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "tokenizer_files": build.tokenizer_files(run_dir / "tokenizer") if is_main else {},
@@ -140,8 +144,8 @@ def train(cfg: DictConfig) -> float:
                                "checkpoint": best.best_model_path}
         throughput = next((cb for cb in callbacks if hasattr(cb, "tokens_per_s")), None)
         summary["tokens_per_s"] = throughput.tokens_per_s if throughput else None
+        summary["flops_per_s"], summary["mfu"] = (throughput.flops_per_s, throughput.mfu) if throughput else (None, None)
         summary["global_step"] = trainer.global_step
-        summary["num_parameters"] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         if wandb_logger is not None and is_main:
             wandb_surface.log_summary(summary["metrics"])  # the final whole-split metrics
         summary["status"] = "completed"
@@ -234,6 +238,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     register_resolvers()
+    quiet_third_party()
     _hydra_main()
 
 
