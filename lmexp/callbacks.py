@@ -12,23 +12,62 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
 from lmexp.errors import ConfigError
-from lmexp.generate import prompt_ids, sample
 
 
 class TokenThroughput(pl.Callback):
-    """Logs `train/tokens_per_s` (input tokens over wall time, every log interval) and keeps the
-    whole-run average in `tokens_per_s` for the run record."""
+    """Logs `train/tokens_per_s` (input tokens over wall time, every log interval), `train/flops_per_s`
+    and `train/mfu` (lmexp.flops: 6N + 12 L d T per token, against one device's peak times the world
+    size), and keeps the whole-run averages in `tokens_per_s`, `flops_per_s` and `mfu` for the run record.
 
-    def __init__(self) -> None:
+    The peak is `impl.peak_flops` when set, else a known GPU's data-sheet peak, else on CPU a measured
+    fp32 matmul rate (lmexp.flops.cpu_peak_flops); `peak_flops` may also be given here.
+    """
+
+    def __init__(self, peak_flops: float | None = None) -> None:
+        self.peak_flops = peak_flops
         self.tokens = 0
         self.seconds = 0.0
+        self.flops = 0.0
+        self.world_size = 1
         self._window_tokens = 0
+        self._window_flops = 0.0
         self._window_start = None
         self._step_start = None
+        self._model = None
+        self._flops_per_token: dict[int, int] = {}  # by sequence length
 
     @property
     def tokens_per_s(self) -> float | None:
         return self.tokens / self.seconds if self.seconds > 0 else None
+
+    @property
+    def flops_per_s(self) -> float | None:
+        return self.flops / self.seconds if self.seconds > 0 else None
+
+    @property
+    def mfu(self) -> float | None:
+        if self.flops_per_s is None or not self.peak_flops:
+            return None
+        return self.flops_per_s / (self.peak_flops * self.world_size)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from lmexp import flops
+
+        self._model = pl_module.model
+        self.world_size = trainer.world_size
+        if self.peak_flops is None:
+            impl = getattr(pl_module, "impl", None)
+            self.peak_flops = getattr(impl, "peak_flops", None) or flops.peak_flops(
+                pl_module.device, str(trainer.precision), torch.get_float32_matmul_precision())
+
+    def _batch_flops(self, batch) -> float:
+        from lmexp import flops
+
+        ids = batch["input_ids"]
+        seq_len = ids.shape[-1]
+        if seq_len not in self._flops_per_token:
+            self._flops_per_token[seq_len] = flops.flops_per_token(self._model, seq_len)
+        return float(self._flops_per_token[seq_len] * ids.numel())
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._step_start = time.perf_counter()
@@ -38,12 +77,48 @@ class TokenThroughput(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         tokens = batch["input_ids"].numel() * trainer.world_size
+        step_flops = self._batch_flops(batch) * trainer.world_size
         self.tokens += tokens
+        self.flops += step_flops
         self.seconds += now - self._step_start
         self._window_tokens += tokens
+        self._window_flops += step_flops
         if trainer.global_step % trainer.log_every_n_steps == 0:
-            pl_module.log("train/tokens_per_s", self._window_tokens / (now - self._window_start))
-            self._window_tokens, self._window_start = 0, None
+            seconds = now - self._window_start
+            values = {"train/tokens_per_s": self._window_tokens / seconds,
+                      "train/flops_per_s": self._window_flops / seconds}
+            if self.peak_flops:
+                values["train/mfu"] = values["train/flops_per_s"] / (self.peak_flops * self.world_size)
+            pl_module.log_dict(values)
+            self._window_tokens, self._window_flops, self._window_start = 0, 0.0, None
+
+
+class StepTimes(pl.Callback):
+    """Writes the wall time between consecutive optimizer-step ends to `path` (one JSON line per step:
+    step, seconds, validated), the way nanoGPT's train.py times its iterations; `validated` marks the
+    intervals that include a validation run (benchmarks/nanogpt_side_by_side.py leaves them out)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._last = None
+        self._validated = False
+        self._rows: list[str] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._validated = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self._rows.append(json.dumps({"step": trainer.global_step, "seconds": now - self._last,
+                                      "validated": self._validated}))
+        self._last, self._validated = now, False
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(row + "\n" for row in self._rows))
 
 
 class SampleText(pl.Callback):
@@ -75,6 +150,8 @@ class SampleText(pl.Callback):
         self.validations += 1
         if self.validations % self.every_n_validations or not trainer.is_global_zero:
             return
+        from lmexp.generate import prompt_ids, sample
+
         tokenizer, model, step = trainer.datamodule.tokenizer, pl_module.model, trainer.global_step
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         was_training = model.training

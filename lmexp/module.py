@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lmexp.errors import TrainingDiverged
+from lmexp.impl import Impl
 from lmexp.optim import param_groups
 
 EVAL_SEED = 1234
@@ -32,9 +33,14 @@ class LMModule(pl.LightningModule):
         decay_embeddings: bool = False,
         extra_checkpoint_state: dict | None = None,
         train_metrics: bool = False,
+        impl: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
+        # Speed-only settings (conf/impl/): compile, fused optimizer, threads, peak FLOP/s for MFU.
+        self.impl = impl if isinstance(impl, Impl) else Impl.from_config(impl)
+        # The compiled model, kept out of the module tree so checkpoints hold the eager names only.
+        self.__dict__["_train_model"] = None
         self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -52,6 +58,11 @@ class LMModule(pl.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"))
 
+    def setup(self, stage: str) -> None:
+        self.impl.apply_process_settings()
+        if stage == "fit" and self._train_model is None:
+            self.__dict__["_train_model"] = self.impl.compiled(self.model)
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # Evaluation draws its randomness (MLM masks) from its own seeded generator, so every
         # validation pass is scored on the same masks and training's random stream is untouched.
@@ -68,8 +79,11 @@ class LMModule(pl.LightningModule):
         self._reset_eval_generator()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
+        model = self.model if self._train_model is None else self._train_model
+        logits = model(batch["input_ids"], batch.get("attention_mask"))
         loss = self.objective.loss(logits, batch)
+        # On CPU this is a plain comparison; on a GPU one sync per step, which a step's logging
+        # (the progress bar's loss) needs anyway.
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at step {self.global_step}; the last checkpoint before it is kept"
@@ -95,7 +109,8 @@ class LMModule(pl.LightningModule):
         return self._evaluate(batch, self.test_metrics, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(param_groups(self.model, self.decay_embeddings))
+        optimizer = self.optimizer_factory(param_groups(self.model, self.decay_embeddings),
+                                           **self.impl.optimizer_kwargs(self.optimizer_factory))
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

@@ -13,8 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 SUMMARY = "summary.json"
-# Keys that say where a run writes, not what it computes: left out of the config hash.
-NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "ckpt_path", "tags", "task_name",
+# Keys that say where a run writes or how fast it computes (impl: speed-only settings), not what it
+# computes: left out of the config hash.
+NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "impl", "ckpt_path", "tags", "task_name",
                         "resume", "fail_fast")  # the last two: lmexp.sweep.SWEEP_SWITCHES
 
 

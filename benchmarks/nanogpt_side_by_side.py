@@ -1,0 +1,157 @@
+"""lmexp against karpathy/nanoGPT on nanoGPT's own CPU recipe, alternated round by round.
+
+Each round runs nanoGPT's train.py (config/train_shakespeare_char.py with the README's CPU flags)
+and then `lmexp-train experiment=nanogpt_shakespeare_char_cpu`, each as its own command, and
+prints for both: the whole command's wall time, the training ms/iter, the validation loss at
+2000 iterations, and lmexp / nanoGPT ratios; then the medians over the rounds.
+
+Training ms/iter, the same for both: the median over iterations of the wall time from one
+optimizer step's end to the next (nanoGPT's own `dt`, printed every iteration with
+--log_interval=1; lmexp's from the lmexp.callbacks.StepTimes callback), leaving out the
+iterations that include an evaluation (nanoGPT: iter % 250 == 0; lmexp: those with a validation).
+Validation loss: nanoGPT's "step 2000: ... val loss" (a 20-batch estimate); lmexp's final val/loss
+over the whole validation split (summary.json), and its 20-batch value at step 2000 (csv).
+
+nanoGPT is not part of lmexp: fetch it anywhere (e.g. `git clone https://github.com/karpathy/nanoGPT
+/tmp/nanogpt`) and pass its path. Its data is prepared here from Tiny Shakespeare's input.txt
+(data/shakespeare_char/prepare.py, given the file instead of downloading it).
+
+    python benchmarks/nanogpt_side_by_side.py /tmp/nanogpt --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NANOGPT_ARGS = [
+    "config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1",
+    "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+    "--lr_decay_iters=2000", "--dropout=0.0",
+]
+EVAL_INTERVAL = 250  # config/train_shakespeare_char.py; lmexp's experiment validates at the same steps
+ITERS = 2000
+GOALS = {"train_ms_per_iter": 0.87, "wall_s": 0.90}
+MAX_VAL_LOSS = 1.90
+
+
+def prepare_nanogpt(nanogpt: Path, input_txt: Path) -> None:
+    data = nanogpt / "data" / "shakespeare_char"
+    if (data / "train.bin").exists() and (data / "meta.pkl").exists():
+        return
+    shutil.copyfile(input_txt, data / "input.txt")  # prepare.py downloads it only when it is missing
+    subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, stdout=subprocess.DEVNULL)
+
+
+def timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> float:
+    start = time.perf_counter()
+    with log.open("w") as out:
+        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {' '.join(cmd)}; see {log}")
+    return seconds
+
+
+def run_nanogpt(nanogpt: Path, work: Path, index: int) -> dict:
+    out_dir = work / f"nanogpt-out-{index}"
+    log = work / f"nanogpt-{index}.log"
+    wall = timed([sys.executable, "train.py", *NANOGPT_ARGS, f"--out_dir={out_dir}"], nanogpt, log)
+    text = log.read_text()
+    iters = [(int(n), float(ms)) for n, ms in re.findall(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", text, re.M)]
+    train_ms = [ms for n, ms in iters if n % EVAL_INTERVAL != 0]
+    val = re.findall(rf"^step {ITERS}: train loss [\d.]+, val loss ([\d.]+)", text, re.M)
+    return {"wall_s": wall, "train_ms_per_iter": statistics.median(train_ms), "iterations": len(iters),
+            "val_loss": float(val[-1]) if val else None, "val_loss_20_batches": float(val[-1]) if val else None}
+
+
+def run_lmexp(data_dir: Path, work: Path, index: int, extra: list[str]) -> dict:
+    run_dir = work / f"lmexp-run-{index}"
+    log = work / f"lmexp-{index}.log"
+    times = work / f"lmexp-steps-{index}.jsonl"
+    cmd = ["lmexp-train", "experiment=nanogpt_shakespeare_char_cpu", f"data.path={data_dir}",
+           f"hydra.run.dir={run_dir}", "+callbacks.step_times._target_=lmexp.callbacks.StepTimes",
+           f"+callbacks.step_times.path={times}", *extra]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    wall = timed(cmd, ROOT, log, env)
+    steps = [json.loads(line) for line in times.read_text().splitlines()]
+    train_ms = [1000 * s["seconds"] for s in steps if not s["validated"]]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    val_20 = None
+    metrics_csv = next(run_dir.glob("**/metrics.csv"), None)
+    if metrics_csv is not None:
+        with metrics_csv.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val/loss") and r.get("step") == str(ITERS - 1)]
+        val_20 = float(rows[-1]["val/loss"]) if rows else None
+    return {"wall_s": wall, "train_ms_per_iter": statistics.median(train_ms), "iterations": len(steps),
+            "val_loss": summary["metrics"].get("val/loss"), "val_loss_20_batches": val_20,
+            "mfu": summary.get("mfu")}
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("nanogpt", type=Path, help="a karpathy/nanoGPT checkout (its train.py is run there)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "tinyshakespeare",
+                        help="the folder holding Tiny Shakespeare's input.txt")
+    parser.add_argument("--work", type=Path, default=None, help="logs and run folders (default: a temp folder)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every round's numbers here")
+    parser.add_argument("lmexp_overrides", nargs="*", help="extra lmexp-train overrides, e.g. impl.compile=false")
+    args = parser.parse_args()
+
+    nanogpt = args.nanogpt.resolve()
+    work = (args.work or Path(tempfile.mkdtemp(prefix="side-by-side-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    prepare_nanogpt(nanogpt, args.data / "input.txt")
+    print(f"work folder: {work}; lmexp overrides: {args.lmexp_overrides or 'none'}", flush=True)
+
+    rounds = []
+    header = (f"{'round':>5} {'':>8} {'wall s':>8} {'ms/iter':>8} {'val loss':>9} {'val@2000 (20 b.)':>17}")
+    for index in range(args.rounds):
+        nano = run_nanogpt(nanogpt, work, index)
+        lm = run_lmexp(args.data.resolve(), work, index, args.lmexp_overrides)
+        rounds.append({"nanogpt": nano, "lmexp": lm})
+        print(header if index == 0 else "", end="\n" if index == 0 else "")
+        for name, r in (("nanoGPT", nano), ("lmexp", lm)):
+            print(f"{index:>5} {name:>8} {r['wall_s']:8.1f} {r['train_ms_per_iter']:8.2f} {fmt(r['val_loss'], '9.4f')} "
+                  f"{fmt(r['val_loss_20_batches'], '17.4f')}", flush=True)
+        print(f"{index:>5} {'ratio':>8} {lm['wall_s'] / nano['wall_s']:8.3f} "
+              f"{lm['train_ms_per_iter'] / nano['train_ms_per_iter']:8.3f}", flush=True)
+
+    def median(who: str, key: str) -> float:
+        return statistics.median(r[who][key] for r in rounds)
+
+    print(f"\nmedians over {args.rounds} alternated rounds (lmexp / nanoGPT):")
+    ok = True
+    for key, goal in GOALS.items():
+        ratios = [r["lmexp"][key] / r["nanogpt"][key] for r in rounds]
+        ratio = statistics.median(ratios)
+        ok &= ratio <= goal
+        print(f"  {key:>18}: nanoGPT {median('nanogpt', key):8.2f}  lmexp {median('lmexp', key):8.2f}  "
+              f"ratio {ratio:.3f} (goal <= {goal}) {'PASS' if ratio <= goal else 'FAIL'}")
+    val = median("lmexp", "val_loss")
+    ok &= val <= MAX_VAL_LOSS
+    print(f"  {'val loss':>18}: nanoGPT {median('nanogpt', 'val_loss'):8.4f}  lmexp {val:8.4f} "
+          f"(whole split; goal <= {MAX_VAL_LOSS}) {'PASS' if val <= MAX_VAL_LOSS else 'FAIL'}")
+    print("overall:", "PASS" if ok else "FAIL")
+    if args.json:
+        args.json.write_text(json.dumps({"rounds": rounds, "overrides": args.lmexp_overrides}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
