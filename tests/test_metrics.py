@@ -173,3 +173,15 @@ def test_multiclass_classification_metrics():
         },
         rel=1e-5,
     )
+
+
+def test_collection_shares_one_cross_entropy_and_argmax_with_the_same_results():
+    torch.manual_seed(0)
+    logits, target = torch.randn(64, 7), torch.randint(0, 7, (64,))
+    shared = lm_metrics(7)
+    shared.update(logits, target)
+    alone = {"loss": TokenNLL(), "perplexity": TokenPerplexity(), "acc": TokenAccuracy(7), "f1": TokenMacroF1(7)}
+    for name, metric in alone.items():
+        metric.update(logits, target)
+        assert shared[name].compute().item() == pytest.approx(metric.compute().item(), rel=1e-6)
+    assert shared["acc"].compute().item() == pytest.approx((logits.argmax(-1) == target).float().mean().item())
