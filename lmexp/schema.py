@@ -239,7 +239,7 @@ TARGETS: dict[str, Schema] = {
                                                            "console_kwargs": anything()}),
     "pytorch_lightning.callbacks.TQDMProgressBar": Schema({"refresh_rate": integer(lo=0), "process_position": integer(lo=0),
                                                            "leave": boolean()}),
-    "lmexp.callbacks.TokenThroughput": Schema({}),
+    "lmexp.callbacks.TokenThroughput": Schema({"peak_flops": number(gt=0, null=True)}),
     "lmexp.callbacks.SampleText": Schema({
         "prompts": list_of(STRING), "path": text(),
         "every_n_validations": POSITIVE, "max_new_tokens": POSITIVE, "temperature": number(gt=0),
@@ -278,6 +278,12 @@ DATA = Schema({
 SPLIT = Schema({"val_fraction": PROBABILITY, "test_fraction": PROBABILITY, "by": choice("document", "position"),
                 "seed": integer(lo=0)})
 PATHS = Schema({"output_root": text(), "output_dir": text(), "cache_dir": text()})
+IMPL = Schema({  # speed-only settings (conf/impl, lmexp.impl)
+    "compile": boolean(), "compile_mode": choice("default", "reduce-overhead", "max-autotune",
+                                                 "max-autotune-no-cudagraphs", null=True),
+    "fused_optimizer": boolean(), "threads": integer(lo=1, null=True),
+    "matmul_precision": choice("highest", "high", "medium"), "peak_flops": number(gt=0, null=True),
+})
 CHECKPOINT = Schema({"every_n_train_steps": integer(lo=1, null=True), "every_n_minutes": number(gt=0, null=True)})
 TRAIN = Schema({
     "task_name": text(), "seed": integer(lo=0), "ckpt_path": text(null=True), "optimized_metric": text(),
@@ -348,7 +354,7 @@ def check_config(cfg: dict, top: Schema) -> list[str]:
                 problems += check_node(data["split"], SPLIT, "data.split")
             if isinstance(data.get("source"), dict):
                 problems += _by_target(data["source"], "data.source")
-    for key, schema in (("paths", PATHS), ("checkpoint", CHECKPOINT)):
+    for key, schema in (("paths", PATHS), ("checkpoint", CHECKPOINT), ("impl", IMPL)):
         if isinstance(cfg.get(key), dict):
             problems += check_node(cfg[key], schema, key)
     return problems
