@@ -52,3 +52,66 @@ def test_linear_and_constant():
     assert lin[0] == pytest.approx(1.0) and lin[10] == pytest.approx(0.5)
     const = lrs(constant_schedule, 10, warmup_steps=4)
     assert const[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and const[4:] == pytest.approx([1.0] * 6)
+
+
+def test_impl_fuses_the_optimizers_that_can_and_leaves_others_alone():
+    from functools import partial
+
+    from lmexp.impl import Impl
+
+    model = Transformer(vocab_size=50, max_seq_len=16, d_model=16, n_layers=1, n_heads=2)
+    for cls in (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD):
+        factory = partial(cls, lr=1e-3)
+        kwargs = Impl().optimizer_kwargs(factory)
+        assert kwargs == {"fused": True}
+        optimizer = factory(param_groups(model), **kwargs)
+        assert all(g["fused"] for g in optimizer.param_groups)
+    assert Impl(fused_optimizer=False).optimizer_kwargs(partial(torch.optim.AdamW, lr=1e-3)) == {}
+    assert Impl().optimizer_kwargs(partial(torch.optim.AdamW, lr=1e-3, fused=False)) == {}  # the user's choice
+    assert Impl().optimizer_kwargs(partial(torch.optim.Adagrad, lr=1e-3)) in ({}, {"fused": True})
+    assert Impl().optimizer_kwargs(partial(torch.optim.LBFGS, lr=1.0)) == {}
+
+
+def test_fused_and_plain_adamw_take_the_same_steps():
+    from functools import partial
+
+    from lmexp.impl import Impl
+
+    torch.manual_seed(0)
+    base = Transformer(vocab_size=30, max_seq_len=8, d_model=16, n_layers=1, n_heads=2)
+    ids = torch.randint(0, 30, (4, 8))
+    params = {}
+    for fused in (False, True):
+        model = Transformer(vocab_size=30, max_seq_len=8, d_model=16, n_layers=1, n_heads=2)
+        model.load_state_dict(base.state_dict())
+        factory = partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.1)
+        optimizer = factory(param_groups(model), **Impl(fused_optimizer=fused).optimizer_kwargs(factory))
+        for _ in range(3):
+            model(ids).logsumexp(-1).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        params[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert not torch.equal(params[False], torch.cat([p.detach().flatten() for p in base.parameters()]))
+    torch.testing.assert_close(params[True], params[False], rtol=1e-4, atol=1e-5)  # rounding only
+
+
+def test_impl_unknown_key_and_bad_precision_are_errors():
+    from lmexp.impl import Impl
+
+    with pytest.raises(ValueError, match="unknown key threds"):
+        Impl.from_config({"threds": 2})
+    with pytest.raises(ValueError, match="matmul_precision"):
+        Impl.from_config({"matmul_precision": "fast"})
+    assert Impl.from_config(None) == Impl()
+
+
+def test_speed_settings_leave_the_config_hash_alone():
+    from omegaconf import OmegaConf
+
+    from lmexp.records import config_hash
+
+    base = {"seed": 1, "model": {"d_model": 16}, "impl": {"compile": False, "threads": None}}
+    faster = {**base, "impl": {"compile": True, "threads": 2}}
+    other = {**base, "model": {"d_model": 32}}
+    assert config_hash(OmegaConf.create(base)) == config_hash(OmegaConf.create(faster))
+    assert config_hash(OmegaConf.create(base)) != config_hash(OmegaConf.create(other))
