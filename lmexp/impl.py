@@ -59,8 +59,14 @@ class Impl:
         # of turning the whole model into a slower dynamic-shape one.
         return torch.compile(model, mode=self.compile_mode, dynamic=False)
 
-    def optimizer_kwargs(self, factory: Callable) -> dict[str, Any]:
-        """Extra keyword arguments for the optimizer factory (a functools.partial of the class)."""
+    def optimizer_kwargs(self, factory: Callable, amp_clipping: bool = False) -> dict[str, Any]:
+        """Extra keyword arguments for the optimizer factory (a functools.partial of the class).
+
+        `amp_clipping`: gradients are clipped under Lightning's mixed precision (16-mixed or
+        bf16-mixed), which refuses fused optimizers (they unscale inside their step), so none is fused.
+        """
+        if amp_clipping:
+            return {}
         target = getattr(factory, "func", factory)
         try:
             accepts_fused = "fused" in inspect.signature(target).parameters

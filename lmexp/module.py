@@ -109,8 +109,9 @@ class LMModule(pl.LightningModule):
         return self._evaluate(batch, self.test_metrics, "test")
 
     def configure_optimizers(self) -> Any:
+        amp_clipping = "mixed" in str(self.trainer.precision) and bool(self.trainer.gradient_clip_val)
         optimizer = self.optimizer_factory(param_groups(self.model, self.decay_embeddings),
-                                           **self.impl.optimizer_kwargs(self.optimizer_factory))
+                                           **self.impl.optimizer_kwargs(self.optimizer_factory, amp_clipping))
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

@@ -78,3 +78,19 @@ def test_callbacks_module_does_not_import_generation():
     code = "import sys, lmexp.callbacks; print('lmexp.generate' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_mixed_precision_with_clipping_trains_with_an_unfused_optimizer(tmp_path):
+    # Lightning refuses to clip gradients of a fused optimizer under 16-mixed/bf16-mixed.
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=V, max_seq_len=T, d_model=16, n_layers=1, n_heads=2)
+    objective = CausalLM(Vocab(), attention="causal")
+    rows = torch.randint(0, V, (2 * B, T + 1))
+    loader = torch.utils.data.DataLoader(rows, batch_size=B, collate_fn=lambda b: objective.collate(torch.stack(b)))
+    module = LMModule(model, objective, partial(torch.optim.AdamW, lr=1e-3))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, precision="bf16-mixed", gradient_clip_val=1.0,
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == 2
+    assert not trainer.optimizers[0].param_groups[0]["fused"]
