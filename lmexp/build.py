@@ -179,7 +179,7 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) -> pl.Trainer:
     from lmexp.checkpointing import AtomicCheckpointIO, KeepLastCheckpoint
 
-    cadence = OmegaConf.to_container(cfg.get("checkpoint") or {}, resolve=True)
+    cadence = OmegaConf.to_container(cfg.checkpoint, resolve=True) if cfg.get("checkpoint") else {}
     return instantiate_or_explain(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, KeepLastCheckpoint(**cadence)],
         plugins=[AtomicCheckpointIO(trust=cfg.get("trust_checkpoint", False))],

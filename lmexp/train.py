@@ -130,7 +130,7 @@ def train(cfg: DictConfig) -> float:
         # The last training step's loss (and its acc, f1, ... with train_metrics=true).
         summary["metrics"] = {
             name: _float(value) for name, value in trainer.callback_metrics.items()
-            if name.startswith("train/") and name not in ("train/lr", "train/tokens_per_s")
+            if name.startswith("train/") and name not in ("train/lr", "train/tokens_per_s", "train/flops_per_s", "train/mfu")
         }
         # The recorded validation metrics cover the split as the test does (the whole split unless
         # trainer.limit_test_batches says otherwise), not the subset used for periodic validation.
@@ -173,7 +173,8 @@ def log_traceback(err: BaseException, run_dir: Path) -> None:
     terminal gets one line): Hydra's job log (<run dir>/train.log), else that file directly."""
     record = logging.LogRecord("lmexp", logging.ERROR, __file__, 0, "%s", (str(err),),
                                (type(err), err, err.__traceback__))
-    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve()]
     for handler in handlers:
         handler.handle(record)
     if not handlers:

@@ -19,16 +19,18 @@ from lmexp.records import read_summary
 from lmexp.train import train
 
 # Dropout on (RNG must be restored), more than one epoch (sampler must continue mid-epoch and go on
-# to the next epoch), a checkpoint every 10 steps.
+# to the next epoch), last.ckpt every 7 steps (checkpoint.every_n_train_steps) between validations
+# every 40.
 RUN = ["data=text_files", "tokenizer=byte", "model.d_model=64", "model.n_layers=2", "model.n_heads=2",
        "model.dropout=0.1", "data.block_size=32", "data.batch_size=64", "trainer.max_steps=70",
-       "trainer.val_check_interval=10", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+       "trainer.val_check_interval=40", "checkpoint.every_n_train_steps=7", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
        "trainer.deterministic=true", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
        "trainer.num_sanity_val_steps=0", "callbacks=minimal", "logger=csv", "seed=7"]
 
 
 def start(run_dir: Path, corpus: Path, cache: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_CACHE_DIR": str(cache)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LMEXP_CACHE_DIR": str(cache),
+           "LMEXP_OUTPUT_ROOT": str(run_dir.parent)}
     args = [*RUN, f"data.train_files={corpus}/*.txt", f"hydra.run.dir={run_dir}", *extra]
     return subprocess.Popen([sys.executable, "-m", "lmexp.train", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -53,9 +55,10 @@ def test_sigkill_then_resume_ends_with_identical_weights_and_metrics(tmp_path, s
     killed.wait()
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     step_at_kill = torch.load(last, weights_only=True)["global_step"]
-    assert 10 <= step_at_kill < 70
+    assert 7 <= step_at_kill < 70 and (step_at_kill % 7 == 0 or step_at_kill % 40 == 0)
 
-    resumed = start(tmp_path / "resumed", small_corpus, cache, f"ckpt_path={tmp_path / 'killed'}")
+    # ckpt_path=last: the newest run of this configuration, the killed one.
+    resumed = start(tmp_path / "resumed", small_corpus, cache, "ckpt_path=last")
     assert resumed.wait(timeout=900) == 0, resumed.stderr.read()[-3000:]
 
     expected, got = final_weights(tmp_path / "alone"), final_weights(tmp_path / "resumed")
@@ -63,7 +66,7 @@ def test_sigkill_then_resume_ends_with_identical_weights_and_metrics(tmp_path, s
     for name in expected:
         assert torch.equal(expected[name], got[name]), f"{name} differs after resuming from step {step_at_kill}"
     a, b = read_summary(tmp_path / "alone"), read_summary(tmp_path / "resumed")
-    assert b["resumed_from"] == str(last)
+    assert b["resumed_from"] == str(last) and b["changed_keys"] == []
     assert a["metrics"] == b["metrics"]
 
 
@@ -121,3 +124,61 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_c
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 4
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point())
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_at_every_entry_point(make_cfg, tmp_path, small_corpus,
+                                                                          capsys):
+    from lmexp import export, generate
+    from lmexp.checkpointing import read_checkpoint
+    from lmexp.errors import ConfigError
+    from lmexp.evaluate import evaluate
+    from lmexp.runs import load_run
+
+    base = [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+            "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    train(make_cfg([*base, *SMALL_MODEL["native"]], run="good"))
+    checkpoint = torch.load(tmp_path / "good" / "checkpoints" / "last.ckpt", weights_only=True)
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({**checkpoint, "extra": RunsCode(marker)}, evil)
+
+    def refused(message: str) -> None:
+        assert "refused" in message and "posix.system" in message and "trust_checkpoint=true" in message, message
+        assert "\n" not in message.strip()
+        assert not marker.exists(), "the checkpoint ran code"
+
+    for overrides in ([*base, *SMALL_MODEL["native"], f"ckpt_path={evil}"],
+                      [*base, "model=from_run", f"model.init_from={evil}"]):
+        with pytest.raises(ConfigError) as err:
+            train(make_cfg(overrides, run="resume"))
+        refused(str(err.value))
+    with pytest.raises(ConfigError) as err:
+        evaluate(make_cfg([f"ckpt_path={evil}"], config_name="eval", run="eval"))
+    refused(str(err.value))
+    with pytest.raises(ConfigError) as err:  # Lightning's own restore inside trainer.fit
+        AtomicCheckpointIO().load_checkpoint(evil)
+    refused(str(err.value))
+    for command in (["generate", str(evil), "--max-new-tokens", "2"], ["export", str(evil), str(tmp_path / "hf")]):
+        capsys.readouterr()
+        assert (generate if command[0] == "generate" else export).main(command) == 1
+        refused(capsys.readouterr().err)
+
+    # The opt-in loads it, and so really runs its code: the refusals above are what kept it from running.
+    read_checkpoint(str(evil), trust=True)
+    assert marker.exists()
+
+    # Tokenizer files come from the checkpoint too: their names cannot point outside the directory.
+    torch.save({**checkpoint, "lmexp": {**checkpoint["lmexp"], "tokenizer_files": {"../escaped.json": "{}"}}}, evil)
+    with pytest.raises(ConfigError, match="not a plain file name"):
+        load_run(str(evil))
+    assert not (tmp_path / "escaped.json").exists()
