@@ -54,6 +54,16 @@ def read_checkpoint(path: str, key: str = "ckpt_path", trust: bool = False) -> d
     return checkpoint
 
 
+def stored_config(path: str) -> dict | None:
+    """The resolved training config inside an lmexp checkpoint, without reading its tensors (mmap);
+    None for a file that is not a safe, readable lmexp checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable, foreign or unsafe: not a candidate
+        return None
+    return (checkpoint.get("lmexp") or {}).get("config") if isinstance(checkpoint, dict) else None
+
+
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 

@@ -3,18 +3,17 @@
 A run's *identity* is its result-affecting config: model, tokenizer, data, objective, optimizer,
 scheduler and seed. Everything else is *continuation* (max_steps, loggers, callbacks, paths,
 speed-only settings) and may change on resume. `ckpt_path=last` takes the newest run of the same
-identity; a checkpoint of another identity is refused, naming the keys that differ, unless
-`allow_config_change=true`. Light: no torch here, the checkpoint's config is passed in.
+identity (as stored in each checkpoint); a checkpoint of another identity is refused, naming the
+keys that differ, unless `allow_config_change=true`. Torch-free: checkpoints are read by the caller.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from lmexp.errors import ConfigError
 
@@ -55,18 +54,9 @@ def changed_keys(before: dict, after: dict) -> list[str]:
     return [k for k in differing(a, b) if not k.startswith(("paths.", "ckpt_path")) and not moved(k)]
 
 
-def run_config(run_dir: Path) -> dict | None:
-    """The resolved config a run directory was started with (Hydra's .hydra/config.yaml), if readable."""
-    from lmexp.config import resolved
-
-    try:
-        return resolved(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
-    except Exception:  # not a Hydra run directory, or a file we cannot parse: not a candidate
-        return None
-
-
-def find_last(output_root: str, plain: dict) -> str:
-    """The newest last.ckpt under output_root whose run has this identity."""
+def find_last(output_root: str, plain: dict, config_of: Callable[[str], dict | None]) -> str:
+    """The newest last.ckpt under output_root whose run has this identity; `config_of(path)`: the
+    resolved config stored in a checkpoint (None: not a readable lmexp checkpoint)."""
     found = sorted(glob.glob(os.path.join(output_root, "**", "checkpoints", "last.ckpt"), recursive=True),
                    key=os.path.getmtime, reverse=True)
     if not found:
@@ -74,7 +64,7 @@ def find_last(output_root: str, plain: dict) -> str:
     wanted = identity(plain)
     newest_diff = None
     for ckpt in found:
-        config = run_config(Path(ckpt).parent.parent)
+        config = config_of(ckpt)
         if config is None:
             continue
         diff = differing(identity(config), wanted)

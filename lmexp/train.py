@@ -44,19 +44,11 @@ def train(cfg: DictConfig) -> float:
     start = time.perf_counter()
     try:
         validate(cfg)
-        plain = resolved(cfg)
-        ckpt_path = None
-        if cfg.get("ckpt_path") == "last":
-            ckpt_path = find_last(cfg.paths.output_root, plain)
-            log.info("resuming %s: the newest run with this configuration", Path(ckpt_path).parent.parent)
-        elif cfg.get("ckpt_path"):
-            ckpt_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root)
-
         import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
         from pytorch_lightning.utilities import rank_zero_only
 
         from lmexp import build, init_from, wandb_surface
-        from lmexp.checkpointing import read_checkpoint
+        from lmexp.checkpointing import read_checkpoint, stored_config
         from lmexp.confusion import ConfusionMatrix
         from lmexp.module import LMModule
 
@@ -64,11 +56,18 @@ def train(cfg: DictConfig) -> float:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         # model=from_run: the architecture, the tokenizer and (once built) the weights of an earlier run.
         pretrained = init_from.adopt(cfg) if cfg.model.get("init_from") else None
+        current = resolved(cfg)  # with the adopted model: what checkpoints store
+        ckpt_path = None
+        if cfg.get("ckpt_path") == "last":
+            ckpt_path = find_last(cfg.paths.output_root, current, stored_config)
+            log.info("resuming %s: the newest run with this configuration", Path(ckpt_path).parent.parent)
+        elif cfg.get("ckpt_path"):
+            ckpt_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root)
         checkpoint = read_checkpoint(ckpt_path, trust=cfg.trust_checkpoint) if ckpt_path else None
         if checkpoint is not None:
             before = (checkpoint.get("lmexp") or {}).get("config") or {}
-            check_identity(before, resolved(cfg), ckpt_path, cfg.allow_config_change)
-            summary["resumed_from"], summary["changed_keys"] = ckpt_path, changed_keys(before, resolved(cfg))
+            check_identity(before, current, ckpt_path, cfg.allow_config_change)
+            summary["resumed_from"], summary["changed_keys"] = ckpt_path, changed_keys(before, current)
 
         datamodule = build.build_datamodule(cfg, pretrained.tokenizer_config(cfg.paths.cache_dir) if pretrained else None)
         try:
