@@ -243,7 +243,9 @@ def print_table(rows: list[Row], keys: list[str], metrics: list[str], title: str
 
     header, body = _table(rows, keys, metrics)
     styles = [None if row.status == "completed" else "red" for row in rows]
-    print_fitted(header, body, whole=set(header), right={"n", *metrics}, title=title, row_styles=styles)
+    # Too wide for the terminal: several tables, each with the configuration and some of the metrics.
+    print_fitted(header, body, whole=set(header), right={"n", *metrics}, title=title, row_styles=styles,
+                 repeat=len(keys) + 2)
     console = Console()
     for row in rows:
         if row.error:
@@ -458,7 +460,7 @@ def print_baseline(entries: list[dict], base: Row, alpha: float) -> None:
     p, effect size and the direction-aware result."""
     from lmexp.tables import print_table as print_fitted
 
-    header = ["metric", "mean ± std", "n", "Δ", "95% CI", "p", "d", "result"]
+    header = ["metric", "mean ± std", "n", "Δ [95% CI]", "p", "d", "result"]
     for group in dict.fromkeys(entry["group"] for entry in entries):
         mine = [entry for entry in entries if entry["group"] == group]
         first = mine[0]
@@ -466,11 +468,12 @@ def print_baseline(entries: list[dict], base: Row, alpha: float) -> None:
             title = f"baseline: {group}"
         else:
             title = f"{group} vs baseline {base.label()} ({first['test']}; α = {alpha:g})"
-        body = [[e["metric"], _mean_std(e), str(e["n"]), _g(e["diff"], "+.3g"), _interval(e), _g(e["p"], ".2g"),
-                 _g(e["effect_size"], ".2f"), e["result"]] for e in mine]
+        body = [[e["metric"], _mean_std(e), str(e["n"]),
+                 "-" if e["baseline"] else f"{_g(e['diff'], '+.3g')} {_interval(e)}", _g(e["p"], ".2g"),
+                 _g(e["effect_size"], ".2f"), "-" if e["baseline"] else e["result"]] for e in mine]
         styles = [{"better": "green", "worse": "red"}.get(e["result"]) for e in mine]
-        print_fitted(header, body, whole={"metric", "n", "Δ", "p", "d", "result"},
-                     right={"mean ± std", "n", "Δ", "p", "d"}, title=title, row_styles=styles)
+        print_fitted(header, body, whole={"metric", "n", "p", "d", "result"},
+                     right={"mean ± std", "n", "Δ [95% CI]", "p", "d"}, title=title, row_styles=styles)
 
 
 BASELINE_COLUMNS = ["group", "metric", "n", "mean", "std", "diff", "ci_low", "ci_high", "p", "effect_size", "test",

@@ -326,14 +326,18 @@ def print_claim(result: dict) -> None:
     from lmexp.compare import _g, _interval, _mean_std
     from lmexp.tables import print_table as print_fitted
 
-    rows = [[e["group"], _mean_std(e), str(e["n"]), _g(e["diff"], "+.3g"), _interval(e), _g(e["p"], ".2g"),
-             _g(e["effect_size"], ".2f"), e["test"] or "baseline"] for e in result["comparison"]]
-    print_fitted(["arm", result["metric"], "n", "Δ", "95% CI", "p", "d", "test"], rows,
-                 whole={"arm", "n", "Δ", "p", "d"}, right={result["metric"], "n", "Δ", "p", "d"},
-                 title=f"{result['claim']}: {result['statement']}")
+    key = result["baseline"].partition("=")[0]
+    entries = result["comparison"]
+    rows = [[e["config"].get(key) or "-", _mean_std(e), str(e["n"]),
+             "baseline" if e["baseline"] else f"{_g(e['diff'], '+.3g')} {_interval(e)}", _g(e["p"], ".2g"),
+             _g(e["effect_size"], ".2f")] for e in entries]
+    tests = {e["test"] for e in entries if not e["baseline"]}
+    print_fitted([key, result["metric"], "n", "Δ [95% CI]", "p", "d"], rows, whole={key, "n", "p", "d"},
+                 right={result["metric"], "n", "Δ [95% CI]", "p", "d"},
+                 title=f"{result['claim']}: {result['statement']} ({', '.join(sorted(tests))})")
     runs = result["runs"]
     print(f"{result['verdict']}: {result['statement']} ({result['title']}, {result['year']}) — "
-          f"{result['metric']} {result['direction']} than {result['baseline']}, alpha {result['alpha']}; "
+          f"{result['metric']} {result['direction']} than with {result['baseline']}, alpha {result['alpha']}; "
           f"{runs['completed']}/{runs['total']} runs completed in {result['wall_time_s']} s")
     print(f"sweep directory: {result['sweep_dir']} (claim.json)")
 

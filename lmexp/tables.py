@@ -6,7 +6,9 @@ wrap; the `free` columns (titles, descriptions) fold anywhere; every other colum
 only, so no word (a name, a number, an override) is ever split. The space left after the whole
 columns goes to the others in proportion to what they would need unwrapped. Only when the columns
 cannot get that narrow is the table printed wider than the console (the terminal wraps the
-lines) — still without a cut.
+lines) — still without a cut. A table with `repeat` leading columns (the row's name) that does not
+fit even so is printed as several tables, each with the leading columns and as many of the
+others as fit, like a wide data frame wraps.
 """
 
 from __future__ import annotations
@@ -40,16 +42,36 @@ def column_widths(header: list[str], rows: list[list[str]], whole: set[str], fre
 
 def print_table(header: list[str], rows: list[list[str]], whole: set[str], free: set[str] = frozenset(),
                 right: set[str] = frozenset(), title: str | None = None, row_styles: list[str | None] | None = None,
-                console: Console | None = None) -> None:
+                console: Console | None = None, repeat: int = 0) -> None:
     console = console or Console()
-    widths = column_widths(header, rows, whole, free, console.width)
-    needed = sum(widths) + 3 * len(header) + 1
-    if needed > console.width:
-        console = Console(width=needed, file=console.file, force_terminal=console.is_terminal)
-    table = Table(title=title)
-    for name, width in zip(header, widths):
-        table.add_column(name, justify="right" if name in right else "left", width=width,
-                         no_wrap=name in whole, overflow="fold")
-    for i, row in enumerate(rows):
-        table.add_row(*row, style=row_styles[i] if row_styles else None)
-    console.print(table)
+    for columns in _chunks(header, rows, whole, free, console.width, repeat):
+        sub_header, sub_rows = [header[i] for i in columns], [[row[i] for i in columns] for row in rows]
+        widths = column_widths(sub_header, sub_rows, whole, free, console.width)
+        needed = sum(widths) + 3 * len(columns) + 1
+        out = console if needed <= console.width else Console(width=needed, file=console.file,
+                                                               force_terminal=console.is_terminal)
+        table = Table(title=title)
+        for name, width in zip(sub_header, widths):
+            table.add_column(name, justify="right" if name in right else "left", width=width,
+                             no_wrap=name in whole, overflow="fold")
+        for i, row in enumerate(sub_rows):
+            table.add_row(*row, style=row_styles[i] if row_styles else None)
+        out.print(table)
+        title = None
+
+
+def _chunks(header: list[str], rows: list[list[str]], whole: set[str], free: set[str], width: int,
+            repeat: int) -> list[list[int]]:
+    """Column indices of each table: all of them, or the first `repeat` plus as many as fit."""
+    least = column_widths(header, rows, whole, free, 0)  # each column at its narrowest
+    if not repeat or sum(least) + 3 * len(header) + 1 <= width:
+        return [list(range(len(header)))]
+    chunks, current = [], []
+    used = sum(least[:repeat]) + 3 * repeat + 1
+    for i in range(repeat, len(header)):
+        if current and used + least[i] + 3 > width:
+            chunks.append(current)
+            current, used = [], sum(least[:repeat]) + 3 * repeat + 1
+        current.append(i)
+        used += least[i] + 3
+    return [list(range(repeat)) + chunk for chunk in [*chunks, current]]

@@ -37,6 +37,8 @@ def build(kind: str, attention: str):
     torch.manual_seed(0)
     if kind in ("learned", "rotary"):
         model = Transformer(VOCAB, MAX_LEN, attention, d_model=32, n_layers=2, n_heads=4, positions=kind)
+    elif kind == "post_ln":
+        model = Transformer(VOCAB, MAX_LEN, attention, d_model=32, n_layers=2, n_heads=4, norm_position="post")
     elif kind == "ngrams":
         model = BagOfNgrams(VOCAB, MAX_LEN, attention, d_model=32, ngrams=3, buckets=101)
     elif kind == "seed":
@@ -46,7 +48,8 @@ def build(kind: str, attention: str):
     return model.eval()
 
 
-CASES = [(kind, attention) for kind in ("learned", "rotary", "seed") for attention in ("causal", "bidirectional")]
+CASES = [(kind, attention) for kind in ("learned", "rotary", "post_ln", "seed")
+         for attention in ("causal", "bidirectional")]
 CASES += list(HF_ATTENTION.items()) + [("ngrams", "causal")]
 IDS = [f"{kind}-{attention}" for kind, attention in CASES]
 
@@ -141,6 +144,20 @@ def test_grokking_shape_has_no_layernorm_or_bias():
     assert any(isinstance(m, torch.nn.ReLU) for m in model.modules())
 
 
+def test_post_ln_normalises_after_each_residual_addition():
+    torch.manual_seed(0)
+    post = Transformer(VOCAB, MAX_LEN, d_model=32, n_layers=2, n_heads=4, norm_position="post", bias=False).eval()
+    pre = Transformer(VOCAB, MAX_LEN, d_model=32, n_layers=2, n_heads=4, bias=False).eval()
+    assert isinstance(post.ln_f, torch.nn.Identity) and isinstance(pre.ln_f, torch.nn.LayerNorm)
+    assert post.num_parameters() == pre.num_parameters() - 32  # no final LayerNorm
+    states = post.encode(random_ids())
+    # The last block ends with a LayerNorm (weight 1 at init): every position has mean 0 and std 1;
+    # a pre-LN block ends with a residual addition, which is not normalised.
+    assert states.mean(-1).abs().max() < 1e-5 and (states.std(-1, unbiased=False) - 1).abs().max() < 1e-3
+    unnormalised = pre.blocks[-1](pre.tok_emb(random_ids()), None, True, None)
+    assert (unnormalised.std(-1, unbiased=False) - 1).abs().min() > 0.5
+
+
 def test_residual_projections_use_scaled_init():
     torch.manual_seed(0)
     model = Transformer(1000, MAX_LEN, d_model=256, n_layers=8, n_heads=4)
@@ -197,6 +214,7 @@ def test_classifier_pools_a_bag_by_its_mean_and_a_decoder_by_its_last_token():
         (dict(attention="prefix"), "unknown attention='prefix'; valid values: causal, bidirectional"),
         (dict(activation="swish"), "unknown activation='swish'; valid values: gelu, relu"),
         (dict(init="xavier"), "unknown init='xavier'; valid values: gpt2, fan_in"),
+        (dict(norm_position="sandwich"), "unknown norm_position='sandwich'; valid values: pre, post"),
     ],
 )
 def test_transformer_rejects_bad_arguments(kwargs, message):

@@ -9,24 +9,47 @@ import pytest
 
 from conftest import SHARED_DATA, SMALL_MODEL, TINY
 from lmexp.records import read_summary
-from lmexp.reproduce import experiment_names, main, verdict
+from lmexp.reproduce import claim_arms, experiment_names, main, verdict
 from lmexp.train import train
 
 SHAKESPEARE = f"data.path={SHARED_DATA / 'tinyshakespeare'}"
+CLAIMS = ["claim_weight_tying", "claim_post_ln_warmup", "claim_adamw_vs_adam_l2", "claim_rotary_positions"]
 QUICK = ["trainer.val_check_interval=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
          "trainer.enable_progress_bar=false", "callbacks=minimal", "logger=csv", "trainer.num_sanity_val_steps=0"]
 ON_CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true", "trainer.strategy=auto",
           "trainer.accumulate_grad_batches=1"]
 
 
-def test_every_experiment_has_a_complete_paper_block(make_cfg):
+def test_every_experiment_has_a_complete_paper_claim_or_curve_block(make_cfg):
     assert {"nanogpt_shakespeare_char_cpu", "nanogpt_shakespeare_char", "grokking_modular_addition",
             "seed_article_mlm", "gpt2_124m_owt", "cramming_bert"} <= set(experiment_names())
+    assert len(CLAIMS) >= 3
     for name in experiment_names():
-        paper = make_cfg([f"experiment={name}"]).paper
+        cfg = make_cfg([f"experiment={name}"])
+        if cfg.get("claim") is not None:
+            key, values = claim_arms(name, cfg.claim)
+            assert len(values) >= 2 and len(cfg.claim.seeds) >= 3 and 0 < cfg.claim.alpha < 1, name
+            for field in ("title", "authors", "year", "url", "statement", "metric", "direction", "budget", "data"):
+                assert cfg.claim.get(field) is not None, (name, field)
+            continue
+        if cfg.get("paper") is None:
+            assert cfg.curves, name
+            continue
+        paper = cfg.paper
         for key in ("title", "year", "metric", "tolerance", "direction", "budget", "hardware", "data"):
             assert paper.get(key) is not None, (name, key)
         assert "reported" in paper and "reference" in paper or paper.reported is not None, name
+
+
+@pytest.mark.parametrize("name, arm", [
+    ("claim_weight_tying", "model.tie_embeddings=false"), ("claim_post_ln_warmup", "model.norm_position=post"),
+    ("claim_adamw_vs_adam_l2", "optimizer=adam"), ("claim_rotary_positions", "model.positions=rotary"),
+])
+def test_every_claim_runs_a_step_with_its_arm_that_is_not_the_default(make_cfg, tmp_path, name, arm):
+    assert arm in make_cfg([f"experiment={name}"]).claim.arms
+    train(make_cfg([f"experiment={name}", SHAKESPEARE, *QUICK, "trainer.max_steps=2", "trainer.limit_test_batches=1",
+                    arm]))
+    assert read_summary(tmp_path / "run")["status"] == "completed"
 
 
 @pytest.mark.parametrize("name, overrides", [
@@ -84,12 +107,14 @@ def test_verdict_directions_and_relative_tolerance(make_cfg):
     assert verdict(unmeasured, 420.0) == (None, None, None)
 
 
-def test_experiments_lists_every_experiment(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")  # rich wraps long names in a narrow terminal
+def test_experiments_lists_every_experiment_and_claim_whole_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # and not a terminal: as in a pipe
     assert main(["experiments"]) == 0
     out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
     for name in experiment_names():
-        assert name[:20] in out
+        assert name in out
+    assert "claims (lmexp reproduce <claim> ...)" in out and "model.tie_embeddings=false" in out
 
 
 def test_reproduce_stops_at_once_when_data_or_hardware_is_missing(capsys):
@@ -133,3 +158,94 @@ def test_reproduce_a_run_directory_gives_identical_metrics(make_cfg, tmp_path, s
     assert "every metric is identical" in out
     reruns = [p for p in (tmp_path / "runs").iterdir() if p.name != "original"]
     assert len(reruns) == 1 and read_summary(reruns[0])["metrics"] == read_summary(original)["metrics"]
+
+
+TINY_CLAIM = [SHAKESPEARE, *TINY, *SMALL_MODEL["native"], "claim.n_jobs=1", "claim.seeds=[1,2,3]",
+              "trainer.max_steps=10", "trainer.val_check_interval=5"]
+
+
+def claim_result(tmp_path) -> tuple[dict, object]:
+    [sweep] = list((tmp_path / "multiruns").iterdir())
+    return json.loads((sweep / "claim.json").read_text()), sweep
+
+
+def test_a_claim_that_surely_holds_holds(tmp_path, monkeypatch, capsys):
+    """lr ~0 against a working lr, 3 seeds, 10 steps: the working lr has the lower loss for sure."""
+    from scipy import stats
+
+    from lmexp.wandb_offline import find_offline_runs, read_offline_run
+
+    monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["reproduce", "claim_rotary_positions", *TINY_CLAIM, "logger=wandb",
+                 'claim.arms=["optimizer.lr=1e-7","optimizer.lr=1e-2"]', 'claim.baseline="optimizer.lr=1e-7"'])
+    out = capsys.readouterr().out
+    result, sweep = claim_result(tmp_path)
+    assert code == 0 and result["verdict"] == "HOLDS" and "HOLDS: " in out
+    assert result["runs"] == {"completed": 6, "total": 6} and result["wall_time_s"] > 0
+    [arm] = [e for e in result["comparison"] if not e["baseline"]]
+    assert arm["group"] == "optimizer.lr=0.01" and arm["test"] == "paired t" and arm["n"] == 3
+    losses = {}
+    for job in sweep.iterdir():
+        if (job / "summary.json").exists():
+            record = read_summary(job)
+            losses[(next(o for o in record["overrides"] if o.startswith("optimizer.lr=")), record["seed"])] = \
+                record["metrics"]["val/loss"]
+    direct = stats.ttest_rel([losses[("optimizer.lr=0.01", s)] for s in (1, 2, 3)],
+                             [losses[("optimizer.lr=1e-07", s)] for s in (1, 2, 3)])
+    assert arm["p"] == pytest.approx(direct.pvalue) and arm["p"] < 0.05 and arm["diff"] < 0
+    # The comparison, with its verdict, is a W&B run of its own in the sweep's group.
+    [path] = find_offline_runs(sweep / "wandb")
+    logged = read_offline_run(path)
+    assert logged.job_type == "compare" and logged.group == sweep.name and logged.summary["verdict"] == "HOLDS"
+    assert logged.config["claim"] == "claim_rotary_positions"
+
+
+def test_identical_arms_are_not_significant(tmp_path, monkeypatch, capsys):
+    """Two arms that differ only in how often the loss is logged: the same runs, no difference."""
+    monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["reproduce", "claim_rotary_positions", *TINY_CLAIM,
+                 'claim.arms=["trainer.log_every_n_steps=1","trainer.log_every_n_steps=2"]',
+                 'claim.baseline="trainer.log_every_n_steps=1"'])
+    result, _ = claim_result(tmp_path)
+    [arm] = [e for e in result["comparison"] if not e["baseline"]]
+    assert code == 1 and result["verdict"] == "NOT SIGNIFICANT" and "NOT SIGNIFICANT: " in capsys.readouterr().out
+    assert arm["n"] == 3 and arm["p"] >= 0.05
+
+
+def test_a_claim_with_arms_of_different_keys_is_refused(capsys):
+    assert main(["reproduce", "claim_rotary_positions", SHAKESPEARE,
+                 'claim.arms=["optimizer.lr=1e-3","model.positions=rotary"]']) == 2
+    assert "claim.arms must be two or more overrides of one key" in capsys.readouterr().err
+
+
+def test_tiny_curve_stays_in_its_band(tmp_path, monkeypatch, capsys):
+    """CI's curve check: 300 steps of a tiny model against the curve lmexp recorded; then the same
+    run against a reference moved out of the band at one step."""
+    from lmexp.curves import check_curve, read_curve, run_curve
+    from lmexp.reproduce import curve_path
+
+    monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["reproduce", "curve_tiny_char", "--curve", SHAKESPEARE]) == 0
+    [run] = list((tmp_path / "runs").iterdir())
+    [reference] = json.loads((run / "reproduction.json").read_text())["curves"]
+    assert [(c["metric"], c["passed"], c["first_outside"]) for c in reference["metrics"]] == [
+        ("val/loss", True, None), ("train/loss", True, None)]
+    assert reference["metrics"][0]["points"] == 6 and reference["metrics"][1]["points"] == 30
+    shown = capsys.readouterr().out
+    assert "loss curves against the reference curves" in shown and shown.count("PASS") == 2
+
+    recorded = read_curve(curve_path("curves/curve_tiny_char.lmexp.csv"))
+    curve = run_curve(run, ["val/loss", "train/loss"])
+    moved = {m: dict(points) for m, points in recorded.items()}
+    moved["val/loss"][150] += 0.05
+    moved["val/loss"][250] += 0.05
+    moved["train/loss"][300] -= 0.021
+    [val, train_loss] = check_curve(curve, moved, {"val/loss": 0.02, "train/loss": 0.02})
+    assert not val["passed"] and val["first_outside"]["step"] == 150 and val["max_deviation"] > 0.03
+    assert not train_loss["passed"] and train_loss["first_outside"]["step"] == 300
+    moved["val/loss"][350] = 2.0  # a reference point the run never reached
+    assert check_curve(curve, moved, {"val/loss": 1.0})[0]["first_outside"] == {"step": 350, "reference": 2.0,
+                                                                                  "run": None}
