@@ -240,6 +240,7 @@ TARGETS: dict[str, Schema] = {
     "pytorch_lightning.callbacks.TQDMProgressBar": Schema({"refresh_rate": integer(lo=0), "process_position": integer(lo=0),
                                                            "leave": boolean()}),
     "lmexp.callbacks.TokenThroughput": Schema({"peak_flops": number(gt=0, null=True)}),
+    "lmexp.callbacks.StepTimes": Schema({"path": text()}),
     "lmexp.callbacks.SampleText": Schema({
         "prompts": list_of(STRING), "path": text(),
         "every_n_validations": POSITIVE, "max_new_tokens": POSITIVE, "temperature": number(gt=0),

@@ -41,6 +41,8 @@ class TokenObjective:
         """Logits [N, V] and targets [N] of the predicted positions only."""
         labels = batch["labels"].flatten()
         keep = labels != IGNORE
+        if keep.all():  # every position is predicted (causal LM): a view, not a copy of [N, V] logits
+            return logits.flatten(0, 1).float(), labels
         return logits.flatten(0, 1)[keep].float(), labels[keep]
 
     def metrics(self, num_classes: int) -> MetricCollection:
