@@ -190,3 +190,19 @@ def test_failed_run_is_recorded_as_failed(make_cfg, tmp_path, small_corpus, monk
     assert summary["status"] == "failed" and "boom at step 0" in summary["error"]
     wb = read_offline_run(find_offline_runs(tmp_path / "run" / "wandb")[0])
     assert wb.exit_code == 1
+
+
+def test_final_table_keeps_names_and_numbers_whole_at_80_columns(monkeypatch, capsys, tmp_path):
+    from lmexp.train import print_results
+
+    monkeypatch.setenv("COLUMNS", "80")
+    metrics = {f"{stage}/{name}": value for stage in ("val", "test")
+               for name, value in (("loss", 12.345678), ("perplexity", 229_345.123456), ("acc", 0.123456),
+                                   ("f1", 0.5), ("precision", 0.25), ("recall", 0.75), ("mcc", -0.5))}
+    run_dir = tmp_path / "outputs" / "runs" / ("2026-12-01_12-00-00_" + "a" * 60)
+    print_results({"metrics": metrics, "global_step": 10, "wall_time_s": 1.5, "tokens_per_s": 1234.5}, run_dir)
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines() if not line.startswith("run directory"))
+    for text in ("perplexity", "229345.1235", "precision", "recall", "-0.5000", "12.3457"):
+        assert text in out, out
+    assert str(run_dir) in out.replace("\n", "")  # the path to type, whole (soft-wrapped, never cut)
