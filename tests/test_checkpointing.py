@@ -182,3 +182,24 @@ def test_a_checkpoint_that_would_run_code_is_refused_at_every_entry_point(make_c
     with pytest.raises(ConfigError, match="not a plain file name"):
         load_run(str(evil))
     assert not (tmp_path / "escaped.json").exists()
+
+
+@pytest.mark.parametrize("cadence, saved_at", [
+    ("checkpoint.every_n_train_steps=2", [2, 4, 6]),
+    ("checkpoint.every_n_minutes=1e-9", [1, 2, 3, 4, 5, 6]),  # every step: each is later than the deadline
+])
+def test_last_checkpoint_cadence_without_validation(make_cfg, tmp_path, small_corpus, monkeypatch, cadence, saved_at):
+    import lmexp.checkpointing as checkpointing
+
+    steps = []
+    real_save_last = checkpointing.save_last
+
+    def recording_save_last(trainer):
+        steps.append(trainer.global_step)
+        real_save_last(trainer)
+
+    monkeypatch.setattr(checkpointing, "save_last", recording_save_last)
+    train(make_cfg([*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+                    *SMALL_MODEL["native"], "trainer.max_steps=6", "trainer.val_check_interval=100", cadence]))
+    assert steps == saved_at
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
