@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import re
 import signal
 import threading
@@ -42,9 +43,10 @@ def read_checkpoint(path: str, key: str = "ckpt_path", trust: bool = False) -> d
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
-        if trust or "weights_only" not in str(err).lower():
+        wanted = None if trust else _wanted_global(path, err)
+        if wanted is None:  # not a pickle that asks for code: just unreadable
             raise ConfigError(f"{key}={path}: not a readable checkpoint ({_first_line(err)})") from None
-        raise ConfigError(f"{key}={path}: refused: loading it needs the Python object {_wanted_global(path, err)}, "
+        raise ConfigError(f"{key}={path}: refused: loading it needs the Python object {wanted}, "
                           f"which could run code (lmexp checkpoints hold only tensors, numbers and strings); "
                           f"{TRUST_HINT}") from None
     except Exception as err:  # torch raises many types for truncated or foreign files
@@ -65,19 +67,37 @@ def stored_config(path: str) -> dict | None:
 
 
 def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:  # torch's own words come after its advice to disable the check
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
-def _wanted_global(path: str, err: Exception) -> str:
-    """The first global the pickle asks for beyond what weights_only allows, without running it."""
+def _wanted_global(path: str, err: Exception) -> str | None:
+    """The first global the pickle asks for beyond what weights_only allows, found without running it."""
     try:
         wanted = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not torch's zip format: the name is in torch's message
-        wanted = []
-    if wanted:
-        return wanted[0]
+    except Exception:  # not torch's zip format: read the pickle's opcodes (nothing is executed)
+        wanted = [name for name in _pickle_globals(path) if not name.startswith(("torch.", "collections.OrderedDict"))]
     found = re.search(r"GLOBAL ([\w.]+)", str(err))
-    return found.group(1) if found else "that is not a tensor, number, string or container"
+    return wanted[0] if wanted else found.group(1) if found else None
+
+
+def _pickle_globals(path: str) -> list[str]:
+    """Module.name of every global a plain pickle file imports, from its opcodes."""
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if "UNICODE" in op.name:
+                    strings.append(arg)
+                elif op.name == "GLOBAL":
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle at all
+        return names
+    return names
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -172,6 +173,13 @@ def test_a_checkpoint_that_would_run_code_is_refused_at_every_entry_point(make_c
         capsys.readouterr()
         assert (generate if command[0] == "generate" else export).main(command) == 1
         refused(capsys.readouterr().err)
+
+    # A plain pickle (no torch zip container) is refused the same way.
+    raw = tmp_path / "raw.ckpt"
+    raw.write_bytes(pickle.dumps({**checkpoint, "extra": RunsCode(marker)}))
+    with pytest.raises(ConfigError) as err:
+        read_checkpoint(str(raw))
+    refused(str(err.value))
 
     # The opt-in loads it, and so really runs its code: the refusals above are what kept it from running.
     read_checkpoint(str(evil), trust=True)
