@@ -12,9 +12,9 @@ import sys
 COMMANDS = {
     "train": ("lmexp.train", "train a model (same as lmexp-train)"),
     "eval": ("lmexp.evaluate", "evaluate a checkpoint (same as lmexp-eval)"),
-    "compare": ("lmexp.compare", "table and plots of runs and sweeps; --baseline: differences with CIs and p-values"),
+    "compare": ("lmexp.compare", "runs and sweeps side by side; --baseline: CIs and p-values"),
     "experiments": ("lmexp.reproduce", "list the paper reproductions and claims in experiments/"),
-    "reproduce": ("lmexp.reproduce", "run an experiment (against the paper, --curve), a claim (HOLDS?), or a past run"),
+    "reproduce": ("lmexp.reproduce", "check an experiment (--curve) or a claim; re-run a past run"),
     "generate": ("lmexp.generate", "sample text from a causal LM run"),
     "fill-mask": ("lmexp.generate", "top-k predictions for masked tokens of an MLM run"),
     "export": ("lmexp.export", "write a run as a Hugging Face model directory"),
