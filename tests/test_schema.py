@@ -180,3 +180,12 @@ def test_tokenizer_sizes_match_the_tokenizers():
     from lmexp.data.tokenizers import SPECIAL_TOKENS as specials
 
     assert (SPECIAL_TOKENS, BYTE_ALPHABET) == (len(specials), len(pre_tokenizers.ByteLevel.alphabet()))
+
+
+def test_impl_schema_matches_the_impl_settings():
+    import dataclasses
+
+    from lmexp.impl import Impl
+    from lmexp.schema import IMPL
+
+    assert set(IMPL.keys) == {f.name for f in dataclasses.fields(Impl)}
