@@ -395,8 +395,8 @@ CONFIDENCE = 0.95
 
 
 def find_baseline(rows: list[Row], spec: str) -> Row:
-    """The completed row named by `KEY=VALUE` (or by a VALUE of any key): the value as typed, else
-    the same number written another way (1e-3 for 0.001)."""
+    """The completed row named by `KEY=VALUE` (or by a VALUE of any key): the value as recorded, else
+    the same number or boolean written another way (1e-3 for 0.001, false for False)."""
     key, _, value = spec.rpartition("=")
     completed = [row for row in rows if row.status == "completed"]
 
@@ -404,12 +404,19 @@ def find_baseline(rows: list[Row], spec: str) -> Row:
         return [row for row in completed
                 if any(same(v, value) for k, v in row.config.items() if not key or k == key.lstrip("+~"))]
 
-    found = matching(lambda a, b: a == b) or matching(lambda a, b: _is_number(a) and _is_number(b) and float(a) == float(b))
+    found = matching(lambda a, b: a == b) or matching(lambda a, b: a is not None and _typed(a) == _typed(b))
     if len(found) != 1:
         shown = "; ".join(row.label() for row in completed) or "none"
         what = "no configuration" if not found else f"{len(found)} configurations"
         raise ConfigError(f"--baseline {spec}: {what} match (the completed configurations: {shown})")
     return found[0]
+
+
+def _typed(value: str) -> tuple:
+    """An override value as what it means: Hydra records `false` as `False` and `1e-3` as `0.001`."""
+    if value.lower() in ("true", "false"):
+        return ("bool", value.lower() == "true")
+    return ("number", float(value)) if _is_number(value) else ("text", value)
 
 
 def seed_values(row: Row, metric: str) -> dict:

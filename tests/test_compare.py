@@ -212,3 +212,20 @@ def test_compare_logs_the_comparison_as_a_wandb_run(tiny_sweep, tmp_path, capsys
     assert table["columns"][:3] == ["group", "metric", "n"] and len(table["data"]) == len(entries)
     row = next(r for r in table["data"] if r[0] == "optimizer.lr=0.01" and r[1] == "val/perplexity")
     assert row[table["columns"].index("p")] == pytest.approx(entry["p"])
+
+
+def test_baseline_matches_a_value_written_another_way():
+    from pathlib import Path
+
+    from lmexp.compare import Row, Run, find_baseline
+
+    def row(value):
+        run = Run(Path("r"), "completed", None, {"model.tie_embeddings": value}, {}, None, None, 1)
+        return Row({"model.tie_embeddings": value}, "completed", None, [run])
+
+    rows = [row("False"), row("True")]  # as Hydra records the values of a sweep
+    assert find_baseline(rows, "model.tie_embeddings=false") is rows[0]
+    assert find_baseline(rows, "true") is rows[1]
+    numbers = [Row({"optimizer.lr": v}, "completed", None, []) for v in ("0.001", "1e-2")]
+    assert find_baseline(numbers, "optimizer.lr=1e-3") is numbers[0]
+    assert find_baseline(numbers, "optimizer.lr=0.01") is numbers[1]
