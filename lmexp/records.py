@@ -16,6 +16,7 @@ SUMMARY = "summary.json"
 # Keys that say where a run writes or how fast it computes (impl: speed-only settings), not what it
 # computes: left out of the config hash.
 NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "impl", "ckpt_path", "tags", "task_name",
+                        "allow_config_change", "trust_checkpoint", "checkpoint",  # how a run resumes and saves
                         "resume", "fail_fast")  # the last two: lmexp.sweep.SWEEP_SWITCHES
 
 
