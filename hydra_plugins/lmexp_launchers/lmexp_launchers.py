@@ -96,11 +96,18 @@ def run_in_child(idx: int, overrides: Sequence[str], hydra_context, config: Dict
     child.join()
     if result is not None:
         return result
+    Singleton.set_state(singleton_state)  # this worker's Hydra state, for the job's config (${now:...})
+    setup_globals()
     return dead_job_return(hydra_context, config, overrides, idx, exit_description(child.exitcode))
 
 
 def _child_job(send, *args: Any) -> None:
-    send.send(joblib_core.execute_job(*args))
+    result = joblib_core.execute_job(*args)
+    # Structured config nodes pickle their dataclass by reference, and Hydra's plugin scan can import
+    # those classes twice (then pickling refuses them): send the configs as plain data.
+    result.cfg, result.hydra_cfg = (OmegaConf.create(OmegaConf.to_container(node, resolve=False))
+                                    if node is not None else None for node in (result.cfg, result.hydra_cfg))
+    send.send(result)
     send.close()
 
 
