@@ -11,15 +11,18 @@ from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 
 @pytest.fixture
-def online(monkeypatch, tmp_path, small_corpus) -> list[str]:
+def online(monkeypatch, tmp_path, small_corpus):
     """Online W&B asked for, with no credentials anywhere (no key, an empty home)."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / ".config" / "wandb"))
-    return [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+    yield [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
             *SMALL_MODEL["native"], "trainer.max_steps=2", "trainer.val_check_interval=2",
             "logger=wandb", "logger.wandb.offline=false", "logger.wandb.init_timeout=3"]
+    import wandb
+
+    wandb.teardown()  # wandb keeps the settings of its first run per process: drop this test's online ones
 
 
 def assert_logged_offline(run_dir) -> None:

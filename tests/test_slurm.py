@@ -61,7 +61,7 @@ def test_array_sweep_matches_the_basic_launcher(tmp_path, small_corpus, cache_di
         result = cli("-m", *sweep, *launcher, f"hydra.sweep.dir={tmp_path / name}", cwd=tmp_path)
         results[name] = (result, time.perf_counter() - start)
         print(f"{name}: {results[name][1]:.1f} s")
-    error = "ValueError: Invalid learning rate: -1"
+    error = "optimizer.lr=-1: expected a number > 0"
     for name, (result, _) in results.items():
         assert result.returncode == 1, result.stderr[-3000:]
         assert f"4 jobs: 2 completed, 2 failed (job 2: {error}; job 3: {error})" in result.stdout
@@ -70,8 +70,11 @@ def test_array_sweep_matches_the_basic_launcher(tmp_path, small_corpus, cache_di
         basic, slurm = (read_summary(tmp_path / name / job) for name in ("basic", "slurm"))
         assert (slurm["status"], slurm["error"], slurm["overrides"]) == (basic["status"], basic["error"], basic["overrides"])
         assert slurm["metrics"] == basic["metrics"]  # deterministic: the same numbers, wherever the job ran
-        [run] = [read_offline_run(p) for p in find_offline_runs(tmp_path / "slurm" / job / "wandb")]
-        assert run.group == "slurm" and run.exit_code == (0 if job in "01" else 1)
+        runs = [read_offline_run(p) for p in find_offline_runs(tmp_path / "slurm" / job)]
+        if job in "01":
+            assert [(r.group, r.exit_code) for r in runs] == [("slurm", 0)]
+        else:
+            assert runs == []  # a config error stops the job before W&B (or anything heavy) starts
     assert re.fullmatch(r"\d+_[0-3]", slurm_job_id(tmp_path / "slurm" / "3"))
     capsys.readouterr()
     tables = []

@@ -65,12 +65,12 @@ def test_failure_fail_fast_and_resume(tmp_path, small_corpus, cache_dir, capsys)
     job = [*sweep_job(small_corpus, cache_dir), "logger=wandb", "optimizer.lr=1e-2,-1,5e-3"]
     result = cli("-m", *job, "fail_fast=true", cwd=tmp_path)
     sweep_dir = the_sweep(tmp_path)
-    error = "ValueError: Invalid learning rate: -1"
+    error = "optimizer.lr=-1: expected a number > 0"
     assert result.returncode == 1
     assert f"3 jobs: 1 completed, 1 failed (job 1: {error}), 1 not run (fail_fast)" in result.stdout
     first, failed, unrun = job_dirs(sweep_dir)
     assert read_summary(failed)["status"] == "failed" and read_summary(failed)["error"] == error
-    assert read_offline_run(find_offline_runs(failed / "wandb")[0]).exit_code == 1
+    assert not find_offline_runs(failed)  # a config error stops the job before W&B (or anything heavy) starts
     assert not (unrun / "summary.json").exists()
 
     # Resumed without fail_fast: the completed job is skipped, the failure recurs, the rest runs.
@@ -80,7 +80,7 @@ def test_failure_fail_fast_and_resume(tmp_path, small_corpus, cache_dir, capsys)
     assert f"3 jobs: 2 completed, 1 failed (job 1: {error})" in result.stdout
     assert "job 0: completed in an earlier run of this sweep, skipped" in result.stdout
     assert (first / "summary.json").stat().st_mtime_ns == recorded
-    assert len(find_offline_runs(first / "wandb")) == 1 and len(find_offline_runs(failed / "wandb")) == 2
+    assert len(find_offline_runs(first / "wandb")) == 1 and not find_offline_runs(failed)
     assert read_summary(unrun)["status"] == "completed"
     assert "resume=true" not in " ".join(read_summary(unrun)["overrides"])
 
