@@ -50,7 +50,8 @@ def main() -> None:
     dm = LMDataModule(PythonStdlib(max_files=args.max_files), tokenizer_cfg, block_size=args.block_size + 1,
                       batch_size=args.batch_size, cache_dir=os.path.join(tmp, "cache"))
     dm.prepare()
-    objective = CausalLM(dm.tokenizer, attention="causal")
+    objective = CausalLM(attention="causal")
+    objective.bind(dm.tokenizer)
     dm.collate = objective.collate
     total = args.warmup + args.steps
     loader = iter(dm.train_dataloader())

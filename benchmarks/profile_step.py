@@ -44,7 +44,8 @@ def main() -> None:
     impl = Impl(compile=args.compile, fused_optimizer=not args.no_fused)
     torch.manual_seed(0)
     model = Transformer(vocab_size=65, max_seq_len=64, d_model=128, n_layers=4, n_heads=4, bias=False)
-    objective = CausalLM(Vocab(), attention="causal")
+    objective = CausalLM(attention="causal")
+    objective.bind(Vocab())
     total = args.warmup + args.steps
     batches = [objective.collate(torch.randint(0, 65, (12, 65))) for _ in range(total)]
     module = LMModule(model, objective, partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1),

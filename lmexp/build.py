@@ -1,28 +1,27 @@
-"""Turn a composed config into the objects of a run. Shared by training and evaluation."""
+"""Turn a composed config into the objects of a run: objective, data, model (`build_parts`, shared by
+training and evaluation), loggers, callbacks and trainer."""
 
 from __future__ import annotations
 
-import logging
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lmexp.config import choice
+from lmexp.config import attention_mismatch, choice, unlabelled_data
 from lmexp.data.classification import ClassificationDataModule
-from lmexp.data.datamodule import LMDataModule
+from lmexp.data.datamodule import LMDataModule, TokenizedDataModule
 from lmexp.errors import ConfigError
-from lmexp.models.classifier import Classifier
-from lmexp.objectives.classification import SequenceClassification
+from lmexp.models import check_model
+from lmexp.module import LMModule
+from lmexp.objectives.base import Objective, check_objective
 
-log = logging.getLogger(__name__)
-
-# conf/model/from_run.yaml's own keys (see lmexp.init_from), not arguments of the model.
+# conf/model/from_run.yaml's own keys (see lmexp.runs.init_from), not arguments of the model.
 FROM_RUN_KEYS = ("init_from", "freeze_backbone")
 
 
@@ -38,22 +37,52 @@ def instantiate_or_explain(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {message}") from None
 
 
-def is_classification(cfg: DictConfig) -> bool:
-    return issubclass(get_class(cfg.objective._target_), SequenceClassification)
+@dataclass
+class RunParts:
+    """What a run trains or evaluates, built in the order each part needs the others."""
+
+    objective: Objective
+    datamodule: TokenizedDataModule  # prepared: the data tokenized (or loaded from the cache)
+    model: nn.Module  # for a labelled objective, with its head
 
 
-def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
-                     labels: list | None = None) -> LMDataModule | ClassificationDataModule:
-    """Packed blocks for the LM objectives, labelled examples for classification (`labels`:
-    a fixed label list, e.g. a checkpoint's; None: the train split's)."""
-    classification = is_classification(cfg)
-    if classification and "max_length" not in cfg.data:
-        raise ConfigError(
-            f"objective=classification needs labelled data (data=sst2, trec or labelled_files); "
-            f"data={choice(cfg, 'data')} is unlabelled text"
-        )
+def build_parts(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None, labels: list | None = None,
+                pretrained: Any = None) -> RunParts:
+    """The objective (from its config alone), the data module that takes its collator, then, once
+    the data is tokenized, the objective bound to the tokenizer and the model. Shared by training
+    and evaluation. `tokenizer_cfg`: a tokenizer other than cfg.tokenizer (a checkpoint's);
+    `labels`: a fixed label list (a checkpoint's); `pretrained`: a PretrainedRun whose tokenizer
+    and weights the run starts from (model=from_run)."""
+    objective = build_objective(cfg)
+    if pretrained is not None:
+        tokenizer_cfg = pretrained.tokenizer_config(cfg.paths.cache_dir)
+    datamodule = build_datamodule(cfg, objective, tokenizer_cfg, labels)
+    try:
+        datamodule.prepare()
+    except (OSError, UnicodeDecodeError) as err:  # a file that vanished, is unreadable or is not text
+        raise ConfigError(f"data: cannot read the data ({type(err).__name__}: {err})") from err
+    objective.bind(datamodule.tokenizer, datamodule.labels, datamodule.label_counts)
+    model = build_model(cfg, datamodule.tokenizer, objective)
+    if pretrained is not None:
+        pretrained.load_weights(model)
+    return RunParts(objective, datamodule, model)
+
+
+def build_objective(cfg: DictConfig) -> Objective:
+    objective = instantiate_or_explain(cfg.objective, "objective")
+    check_objective(objective, cfg.objective._target_)
+    return objective
+
+
+def build_datamodule(cfg: DictConfig, objective: Objective, tokenizer_cfg: DictConfig | dict | None = None,
+                     labels: list | None = None) -> TokenizedDataModule:
+    """Packed blocks for a token objective, labelled examples for a labelled one (`labels`: a fixed
+    label list, e.g. a checkpoint's; None: the train split's); or a data module of its own (`_target_`)."""
+    unlabelled = unlabelled_data(cfg, objective.labelled, cfg.data)
+    if unlabelled:
+        raise ConfigError(unlabelled)
     if "_target_" in cfg.data:  # a data module of its own (e.g. generated algorithmic tasks)
-        return instantiate_or_explain(cfg.data, "data", seed=cfg.get("seed", 0))
+        return instantiate_or_explain(cfg.data, "data", seed=cfg.get("seed", 0), collate=objective.collate)
     common = dict(
         source=instantiate_or_explain(cfg.data.source, "data"),
         tokenizer=tokenizer_cfg if tokenizer_cfg is not None else cfg.tokenizer,
@@ -62,25 +91,18 @@ def build_datamodule(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = 
         num_workers=cfg.data.get("num_workers", 0),
         num_proc=cfg.data.get("num_proc"),
         cache_dir=cfg.paths.get("cache_dir"),
+        collate=objective.collate,
         seed=cfg.get("seed", 0),
     )
-    if classification:
+    if objective.labelled:
         return ClassificationDataModule(max_length=cfg.data.max_length,
                                         max_train_examples=cfg.data.get("max_train_examples"), labels=labels, **common)
-    extra = get_class(cfg.objective._target_).extra_tokens
-    return LMDataModule(block_size=cfg.data.block_size + extra, sampling=cfg.data.get("sampling", "packed"), **common)
+    return LMDataModule(block_size=cfg.data.block_size + objective.extra_tokens,
+                        sampling=cfg.data.get("sampling", "packed"), **common)
 
 
-def build_objective(cfg: DictConfig, datamodule: LMDataModule | ClassificationDataModule) -> Any:
-    """The objective, after `datamodule.prepare()`; classification also gets the labels and their train counts."""
-    extra = {}
-    if isinstance(datamodule, ClassificationDataModule):
-        extra = {"labels": datamodule.labels, "label_counts": datamodule.label_counts}
-    return instantiate_or_explain(cfg.objective, "objective", tokenizer=datamodule.tokenizer, **extra)
-
-
-def build_model(cfg: DictConfig, tokenizer, objective: Any = None) -> nn.Module:
-    """The model of cfg.model; for a classification objective, inside a Classifier with its head."""
+def build_model(cfg: DictConfig, tokenizer, objective: Objective) -> nn.Module:
+    """The model of cfg.model, sized to the tokenizer, with the objective's head (if it has one)."""
     vocab = len(tokenizer)
     wanted = cfg.model.get("vocab_size")
     if wanted is not None and wanted < vocab:
@@ -93,13 +115,12 @@ def build_model(cfg: DictConfig, tokenizer, objective: Any = None) -> nn.Module:
         kwargs["pad_token_id"] = tokenizer.pad_token_id
     node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in FROM_RUN_KEYS])
     model = instantiate_or_explain(node, "model", **kwargs)
-    freeze = cfg.model.get("freeze_backbone", False)
-    if not isinstance(objective, SequenceClassification):
-        if freeze:
-            raise ConfigError("model.freeze_backbone=true trains only a classification head: it needs objective=classification")
-        return model
+    check_model(model, cfg.model._target_, needs_encode=objective.labelled)
+    mismatch = attention_mismatch(cfg, model.attention, objective.attention)
+    if mismatch:
+        raise ConfigError(mismatch)
     try:
-        return Classifier(model, len(objective.labels), objective.pooling, objective.head_dropout, freeze)
+        return objective.wrap_model(model, cfg.model.get("freeze_backbone", False))
     except ValueError as err:
         raise ConfigError(f"objective.pooling={objective.pooling}: {err} (model={choice(cfg, 'model')})") from None
 
@@ -111,69 +132,23 @@ def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None,
         if node is None:
             continue
         if key == "wandb":
+            from lmexp.wandb_logging import build_wandb_logger
+
             loggers.append(build_wandb_logger(cfg, node, run_dir, wandb_id, group, name))
         else:
             loggers.append(instantiate_or_explain(node, f"logger.{key}"))
     return loggers
 
 
-def build_wandb_logger(cfg: DictConfig, node: DictConfig, run_dir: Path, wandb_id: str | None,
-                       group: str | None, name: str | None):
-    """W&B never blocks or breaks a run: online without credentials, or online with no connection
-    within logger.wandb.init_timeout seconds, logs offline instead (one warning)."""
-    import wandb
-    from pytorch_lightning.loggers import WandbLogger
+def build_callbacks(cfg: DictConfig, parts: RunParts | None = None, run_dir: Path | None = None) -> list[pl.Callback]:
+    """cfg.callbacks; with labelled data also the confusion matrix (written into run_dir)."""
+    callbacks = [instantiate_or_explain(node, f"callbacks.{key}")
+                 for key, node in (cfg.get("callbacks") or {}).items() if node is not None]
+    if parts is not None and parts.datamodule.labels is not None:
+        from lmexp.callbacks import ConfusionMatrix
 
-    options = OmegaConf.to_container(node, resolve=True)
-    options.pop("_target_")
-    offline = options.pop("offline", True)
-    init_timeout = options.pop("init_timeout", 10)
-    if not offline and not os.environ.get("WANDB_API_KEY") and not _wandb_logged_in():
-        # Decided before init: online mode without credentials would prompt or fail.
-        log.warning("logger.wandb.offline=false but no W&B credentials (WANDB_API_KEY or `wandb login`): logging offline")
-        offline = True
-    os.environ.setdefault("WANDB_SILENT", "true")
-    options["name"] = options.get("name") or name or run_dir.name
-    options["group"] = options.get("group") or group
-    options["job_type"] = options.get("job_type") or get_class(cfg.objective._target_).name
-    options["tags"] = list(options.get("tags") or [])
-    if wandb_id:
-        options.update(id=wandb_id, resume="allow")
-    (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-    # The mode goes into the settings: a Settings object read the environment when made, and wins over it.
-    def wandb_logger(offline: bool) -> WandbLogger:
-        settings = wandb.Settings(init_timeout=init_timeout, mode="offline" if offline else "online", silent=True)
-        return WandbLogger(offline=offline, settings=settings, **options)
-
-    logger = wandb_logger(offline)
-    if offline:
-        return logger
-    try:
-        logger.experiment  # connect now, within init_timeout, rather than at the first log call
-    except Exception as err:  # wandb raises CommError, UsageError, AuthenticationError, ...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        log.warning("W&B online logging failed (%s): logging offline", reason)
-        if wandb.run is not None:
-            wandb.finish(exit_code=1, quiet=True)
-        return wandb_logger(offline=True)
-    return logger
-
-
-def _wandb_logged_in() -> bool:
-    try:
-        import wandb
-
-        return bool(wandb.Api().api_key)
-    except Exception:  # no netrc, no settings: not logged in
-        return False
-
-
-def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [
-        instantiate_or_explain(node, f"callbacks.{key}")
-        for key, node in (cfg.get("callbacks") or {}).items()
-        if node is not None
-    ]
+        callbacks.append(ConfusionMatrix(parts.datamodule.labels, run_dir))
+    return callbacks
 
 
 def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -186,18 +161,32 @@ def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) 
     )
 
 
-def tokenizer_files(directory: Path) -> dict[str, str]:
-    """The saved tokenizer's (small, text) files, stored in checkpoints so one file is enough."""
-    return {f.name: f.read_text() for f in sorted(directory.iterdir()) if f.is_file()}
+def checkpoint_state(cfg: DictConfig, parts: RunParts, tokenizer_dir: Path | None, wandb: dict | None) -> dict:
+    """What every checkpoint carries beside the weights (`checkpoint["lmexp"]`), so that a .ckpt alone
+    can be evaluated, sampled, exported or resumed: the resolved config, the tokenizer's files
+    (from tokenizer_dir; None on ranks that write nothing), the W&B run id, the data fingerprint
+    and a classifier's labels."""
+    from lmexp.checkpointing import tokenizer_files
+
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "tokenizer_files": tokenizer_files(tokenizer_dir) if tokenizer_dir is not None else {},
+        "wandb_run_id": (wandb or {}).get("run_id"),
+        "data_fingerprint": parts.datamodule.fingerprint,
+        "labels": parts.datamodule.labels,
+    }
 
 
-def restore_tokenizer(files: dict[str, str], directory: Path):
-    from transformers import AutoTokenizer
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for filename, content in files.items():
-        # Names come from a checkpoint, i.e. from whoever made it: plain file names only.
-        if not isinstance(filename, str) or Path(filename).name != filename or filename in ("", ".", ".."):
-            raise ConfigError(f"checkpoint: refused tokenizer file name {filename!r} (not a plain file name)")
-        (directory / filename).write_text(content)
-    return AutoTokenizer.from_pretrained(str(directory))
+def build_module(cfg: DictConfig, parts: RunParts, checkpoint_state: dict | None = None) -> LMModule:
+    """The LightningModule: the parts, the optimizer and schedule (partial constructors), and the
+    speed-only settings; `checkpoint_state` goes into every checkpoint."""
+    return LMModule(
+        model=parts.model,
+        objective=parts.objective,
+        optimizer=instantiate_or_explain(cfg.optimizer, "optimizer"),
+        scheduler=instantiate_or_explain(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        decay_embeddings=cfg.get("decay_embeddings", False),
+        train_metrics=cfg.get("train_metrics", False),
+        impl=cfg.get("impl"),
+        extra_checkpoint_state=checkpoint_state,
+    )

@@ -25,6 +25,7 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -64,6 +65,38 @@ def stored_config(path: str) -> dict | None:
     except Exception:  # unreadable, foreign or unsafe: not a candidate
         return None
     return (checkpoint.get("lmexp") or {}).get("config") if isinstance(checkpoint, dict) else None
+
+
+def load_lmexp_checkpoint(path: str, key: str = "ckpt_path", trust: bool = False) -> dict:
+    """A checkpoint written by lmexp training (it carries its config and tokenizer); anything else
+    is a one-line error naming `key`."""
+    checkpoint = read_checkpoint(path, key, trust)
+    state = checkpoint.get("lmexp")
+    if not state or "config" not in state:
+        raise ConfigError(f"{key}={path}: not an lmexp checkpoint (no lmexp config inside)")
+    return checkpoint
+
+
+def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The model's own state dict: the LightningModule's `model.` entries without the prefix."""
+    return {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+def tokenizer_files(directory: Path) -> dict[str, str]:
+    """The saved tokenizer's (small, text) files, stored in checkpoints so one file is enough."""
+    return {f.name: f.read_text() for f in sorted(directory.iterdir()) if f.is_file()}
+
+
+def restore_tokenizer(files: dict[str, str], directory: Path) -> dict:
+    """Write a checkpoint's tokenizer files into `directory`; return the `pretrained` tokenizer config
+    that reads them back."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for filename, content in files.items():
+        # Names come from a checkpoint, i.e. from whoever made it: plain file names only.
+        if not isinstance(filename, str) or Path(filename).name != filename or filename in ("", ".", ".."):
+            raise ConfigError(f"checkpoint: refused tokenizer file name {filename!r} (not a plain file name)")
+        (directory / filename).write_text(content)
+    return {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "pretrained", "name_or_path": str(directory)}
 
 
 def _first_line(err: BaseException) -> str:

@@ -3,17 +3,18 @@ bad config is reported in well under a second, before the heavy stack loads."""
 
 from __future__ import annotations
 
-import glob
 import os
+import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmexp.data.files import resolve_files
-from lmexp.errors import ConfigError
+from lmexp.errors import ConfigError, ExpectedFailure
 from lmexp.schema import BYTE_ALPHABET, SPECIAL_TOKENS, TRAIN, Schema, is_int, check_config
-from lmexp.sweep import hydra_runtime, sweep_group
 
 CLASSIFICATION = "lmexp.objectives.classification.SequenceClassification"
 WIKITEXT = "lmexp.data.sources.WikiText"
@@ -28,6 +29,45 @@ def config_dir() -> str:
 def register_resolvers() -> None:
     # Cached per config; Hydra copies the cache to every sweep job, so all jobs share one sweep dir.
     OmegaConf.register_new_resolver("lmexp_unique", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True)
+
+
+def hydra_runtime() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def sweep_group(runtime: DictConfig | None) -> str | None:
+    """The sweep's id (its directory name) for a multirun job, else None."""
+    from hydra.types import RunMode
+
+    if runtime is None or runtime.mode != RunMode.MULTIRUN:
+        return None
+    return Path(runtime.sweep.dir).name
+
+
+def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    """A console script (lmexp-train, lmexp-eval): Hydra composes conf/<config_name>.yaml with the
+    command line and calls `job`; an expected failure is one line on stderr and exit status 1 (its
+    traceback is in the run's log file)."""
+    import hydra
+
+    from lmexp.console import quiet_third_party
+
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
+    def hydra_main(cfg: DictConfig) -> Any:
+        try:
+            return job(cfg)
+        except ExpectedFailure as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+
+    def main() -> None:
+        register_resolvers()
+        quiet_third_party()
+        hydra_main()
+
+    return main
 
 
 def choice(cfg: DictConfig, group: str) -> str:
@@ -100,21 +140,36 @@ def validate(cfg: DictConfig, top: Schema = TRAIN) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def attention_mismatch(cfg: DictConfig, model_attention: str | None, needed: str | None) -> str | None:
+    """The error for a model of one attention kind under an objective that needs the other
+    (checked on the config here, and on the built objects for a plug-in's, which may not say)."""
+    # "any": the objective serves both kinds (classification).
+    if not needed or needed == "any" or not model_attention or needed == model_attention:
+        return None
+    kind = {"causal": "a causal decoder", "bidirectional": "a bidirectional encoder"}
+    return (f"model={choice(cfg, 'model')} is {kind.get(model_attention, model_attention)} and cannot serve "
+            f"objective={choice(cfg, 'objective')}, which needs {kind.get(needed, needed)} "
+            f"(pick another model, or set model.attention={needed} for a native model)")
+
+
+def unlabelled_data(cfg: DictConfig, labelled_objective: bool, data: dict) -> str | None:
+    """The error for an objective that needs labelled examples given plain text (labelled data
+    configs have max_length; a data module of its own, `_target_`, is trusted)."""
+    if not labelled_objective or "_target_" in data or "max_length" in data:
+        return None
+    return (f"objective={choice(cfg, 'objective')} needs labelled data (data=sst2, trec or labelled_files); "
+            f"data={choice(cfg, 'data')} is unlabelled text")
+
+
 def fit_problems(cfg: DictConfig, plain: dict) -> list[str]:
     """Values that are fine alone but not together."""
     problems = []
     model, objective, tokenizer = plain.get("model") or {}, plain.get("objective") or {}, plain.get("tokenizer") or {}
     data = plain.get("data") or {}
 
-    model_attention, needed = model.get("attention"), objective.get("attention")
-    # "any": the objective serves both kinds (classification).
-    if needed and needed != "any" and model_attention and needed != model_attention:
-        kind = {"causal": "a causal decoder", "bidirectional": "a bidirectional encoder"}
-        problems.append(
-            f"model={choice(cfg, 'model')} is {kind.get(model_attention, model_attention)} and cannot serve "
-            f"objective={choice(cfg, 'objective')}, which needs {kind.get(needed, needed)} "
-            f"(pick another model, or set model.attention={needed} for a native model)"
-        )
+    mismatch = attention_mismatch(cfg, model.get("attention"), objective.get("attention"))
+    if mismatch:
+        problems.append(mismatch)
     for width, heads in (("d_model", "n_heads"), ("hidden_size", "num_attention_heads"), ("n_embd", "n_head"),
                          ("num_attention_heads", "num_key_value_heads")):
         if is_int(model.get(width)) and is_int(model.get(heads)) and model[heads] > 0 and model[width] % model[heads]:
@@ -125,9 +180,9 @@ def fit_problems(cfg: DictConfig, plain: dict) -> list[str]:
         length = data.get(key)
         if length is not None and context is not None and length > context:
             problems.append(f"data.{key}={length} is larger than the model's context model.max_seq_len={context}")
-    if objective.get("_target_") == CLASSIFICATION and "_target_" not in data and "max_length" not in data:
-        problems.append(f"objective=classification needs labelled data (data=sst2, trec or labelled_files); "
-                        f"data={choice(cfg, 'data')} is unlabelled text")
+    unlabelled = unlabelled_data(cfg, objective.get("_target_") == CLASSIFICATION, data)
+    if unlabelled:
+        problems.append(unlabelled)
 
     kind, size = tokenizer.get("kind"), tokenizer.get("vocab_size")
     if kind in ("bpe", "wordpiece") and size is None:
@@ -193,20 +248,3 @@ def file_problems(plain: dict) -> list[str]:
 def _looks_local(name: str) -> bool:
     """A path rather than a hub id (`gpt2`, `user/name`)."""
     return name.startswith(("/", "./", "../", "~")) or os.path.exists(name) or name.count("/") > 1
-
-
-def resolve_checkpoint(ckpt_path: str | None, output_root: str) -> str | None:
-    """`last` → the newest last.ckpt of any run under output_root; a run dir → its last.ckpt."""
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "last":
-        found = glob.glob(os.path.join(output_root, "**", "checkpoints", "last.ckpt"), recursive=True)
-        if not found:
-            raise ConfigError(f"ckpt_path=last: no checkpoints/last.ckpt under {output_root}")
-        return max(found, key=os.path.getmtime)
-    if os.path.isdir(ckpt_path):
-        last = os.path.join(ckpt_path, "checkpoints", "last.ckpt")
-        if not os.path.isfile(last):
-            raise ConfigError(f"ckpt_path={ckpt_path}: a directory without checkpoints/last.ckpt")
-        return last
-    return ckpt_path

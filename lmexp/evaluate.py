@@ -3,16 +3,14 @@ so a .ckpt file alone is enough (`lmexp-eval ckpt_path=outputs/runs/.../checkpoi
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lmexp.config import config_dir, register_resolvers, resolve_checkpoint, validate
-from lmexp.console import quiet_third_party
-from lmexp.errors import ConfigError, ExpectedFailure
+from lmexp.config import hydra_entry_point, validate
+from lmexp.errors import ConfigError
+from lmexp.runs.record import RunRecord, git_info, package_versions, print_results
 from lmexp.schema import EVAL
 
 
@@ -22,10 +20,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     import pytorch_lightning as pl
 
-    from lmexp import build, records
-    from lmexp.module import LMModule
-    from lmexp.runs import load_lmexp_checkpoint
-    from lmexp.train import print_results
+    from lmexp import build, module
+    from lmexp.checkpointing import load_lmexp_checkpoint, restore_tokenizer
+    from lmexp.runs.load import resolve_checkpoint
 
     start = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
@@ -39,59 +36,33 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         train_cfg.paths = cfg.paths
         if cfg.get("data") is not None:
             train_cfg.data = cfg.data
-    tokenizer_dir = run_dir / "tokenizer"
-    build.restore_tokenizer(state["tokenizer_files"], tokenizer_dir)
-    tokenizer_cfg = {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "pretrained",
-                     "name_or_path": str(tokenizer_dir)}
     # A classifier keeps the label ids it was trained with, whatever data it is evaluated on.
-    datamodule = build.build_datamodule(train_cfg, tokenizer_cfg, labels=state.get("labels"))
-    datamodule.prepare()
-    objective = build.build_objective(train_cfg, datamodule)
-    datamodule.collate = objective.collate
-    module = LMModule(build.build_model(train_cfg, datamodule.tokenizer, objective), objective, optimizer=None)
-    module.load_state_dict(checkpoint["state_dict"])
+    parts = build.build_parts(train_cfg, restore_tokenizer(state["tokenizer_files"], run_dir / "tokenizer"),
+                              labels=state.get("labels"))
+    lm_module = module.LMModule(parts.model, parts.objective, optimizer=None)
+    lm_module.load_state_dict(checkpoint["state_dict"])
 
+    for split in cfg.splits:
+        if not parts.datamodule.has_split(split):
+            present = [s for s in ("train", "validation", "test") if parts.datamodule.has_split(s)]
+            raise ConfigError(f"splits: the data has no '{split}' split (has {present})")
     limit = cfg.get("limit_batches") or 1.0
     trainer = pl.Trainer(
         accelerator=train_cfg.trainer.get("accelerator", "auto"), devices=1, logger=False,
         enable_checkpointing=False, limit_val_batches=limit, limit_test_batches=limit,
         precision=train_cfg.trainer.get("precision", "32-true"), default_root_dir=str(run_dir),
     )
-    metrics: dict[str, float] = {}
-    for split in cfg.splits:
-        if not datamodule.has_split(split):
-            present = [s for s in ("train", "validation", "test") if datamodule.has_split(s)]
-            raise ConfigError(f"splits: the data has no '{split}' split (has {present})")
-        run = trainer.validate if split == "validation" else trainer.test
-        for result in run(module, datamodule=datamodule, verbose=False):
-            metrics.update({k: float(v) for k, v in result.items()})
-
-    summary = {
-        "status": "completed", "error": None, "task": "eval", "checkpoint": ckpt_path,
-        "metrics": metrics, "data_fingerprint": datamodule.fingerprint,
-        "versions": records.package_versions(), "git": records.git_info(),
-        "wall_time_s": round(time.perf_counter() - start, 3), "global_step": checkpoint.get("global_step"),
-        "tokens_per_s": None,
-    }
-    records.write_summary(run_dir, summary)
-    print_results(summary, run_dir)
-    return metrics
+    record = RunRecord(run_dir, task="eval", checkpoint=ckpt_path, git=git_info(), versions=package_versions(),
+                       metrics=module.score_splits(trainer, lm_module, parts.datamodule, list(cfg.splits)),
+                       data_fingerprint=parts.datamodule.fingerprint, global_step=checkpoint.get("global_step"))
+    record.status = "completed"
+    record.wall_time_s = round(time.perf_counter() - start, 3)
+    record.write()
+    print_results(record)
+    return record.metrics
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except ExpectedFailure as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-
-
-def main() -> None:
-    register_resolvers()
-    quiet_third_party()
-    _hydra_main()
-
+main = hydra_entry_point("eval", evaluate)
 
 if __name__ == "__main__":
     main()

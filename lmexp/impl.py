@@ -1,6 +1,6 @@
 """Speed-only settings (conf/impl/, cramming's `impl` group): how fast a run computes, not what.
 
-They are left out of a run's identity (lmexp.records.NOT_RESULT_AFFECTING), so changing them
+They are left out of a run's identity (lmexp.runs.record.NOT_RESULT_AFFECTING), so changing them
 never makes a different experiment. `Impl` mirrors conf/impl/default.yaml; LMModule applies it.
 """
 

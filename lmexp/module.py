@@ -138,3 +138,25 @@ class LMModule(pl.LightningModule):
         kind, keys, pos, has_gauss, gauss = rng["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         random.setstate(rng["python"])
+
+
+# Logged every step for the progress bar and throughput plots; not results.
+NOT_RECORDED = ("train/lr", "train/tokens_per_s", "train/flops_per_s", "train/mfu")
+
+
+def last_train_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The last training step's loss (and its acc, f1, ... with train_metrics=true)."""
+    return {name: float(value) for name, value in trainer.callback_metrics.items()
+            if name.startswith("train/") and name not in NOT_RECORDED}
+
+
+def score_splits(trainer: pl.Trainer, module: LMModule, datamodule: pl.LightningDataModule,
+                 splits: list[str]) -> dict[str, float]:
+    """The metrics over each split ("validation" → val/..., "test" → test/...), as far as the
+    trainer's limit_val_batches / limit_test_batches let it go."""
+    metrics: dict[str, float] = {}
+    for split in splits:
+        run = trainer.validate if split == "validation" else trainer.test
+        for result in run(module, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    return metrics

@@ -98,7 +98,7 @@ SPECIAL_TOKENS = 6
 BYTE_ALPHABET = 256
 
 MODEL_COMMON = {"vocab_size": integer(lo=1, null=True), "max_seq_len": POSITIVE, "attention": ATTENTION,
-                # model=from_run's own keys, kept beside the adopted model config (lmexp.init_from).
+                # model=from_run's own keys, kept beside the adopted model config (lmexp.runs.init_from).
                 "init_from": text(null=True), "freeze_backbone": boolean()}
 
 TARGETS: dict[str, Schema] = {

@@ -110,6 +110,13 @@ def tiny_sweep(tmp_path_factory, small_corpus, cache_dir) -> tuple[subprocess.Co
     return result, sweeps[0]
 
 
+def read_summary(run_dir: Path) -> dict:
+    """A run's summary.json as written (the file itself, so tests check its format)."""
+    import json
+
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
 def train_losses(run_dir: Path) -> list[float]:
     """train/loss per logged step, from the CSV logger."""
     with open(run_dir / "csv" / "metrics.csv") as f:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import SMALL_MODEL, TINY
-from lmexp.records import read_summary
+from conftest import read_summary
 from lmexp.train import train
-from lmexp.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
 
 @pytest.fixture

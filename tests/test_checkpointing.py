@@ -16,7 +16,7 @@ import torch
 from conftest import SMALL_MODEL, TINY
 from lmexp.checkpointing import AtomicCheckpointIO
 from lmexp.errors import TrainingDiverged
-from lmexp.records import read_summary
+from conftest import read_summary
 from lmexp.train import train
 
 # Dropout on (RNG must be restored), more than one epoch (sampler must continue mid-epoch and go on
@@ -139,11 +139,11 @@ class RunsCode:
 
 def test_a_checkpoint_that_would_run_code_is_refused_at_every_entry_point(make_cfg, tmp_path, small_corpus,
                                                                           capsys):
-    from lmexp import export, generate
+    from lmexp.tools import export, generate
     from lmexp.checkpointing import read_checkpoint
     from lmexp.errors import ConfigError
     from lmexp.evaluate import evaluate
-    from lmexp.runs import load_run
+    from lmexp.runs.load import load_trained_run
 
     base = [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
             "trainer.max_steps=2", "trainer.val_check_interval=2"]
@@ -188,7 +188,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_at_every_entry_point(make_c
     # Tokenizer files come from the checkpoint too: their names cannot point outside the directory.
     torch.save({**checkpoint, "lmexp": {**checkpoint["lmexp"], "tokenizer_files": {"../escaped.json": "{}"}}}, evil)
     with pytest.raises(ConfigError, match="not a plain file name"):
-        load_run(str(evil))
+        load_trained_run(str(evil))
     assert not (tmp_path / "escaped.json").exists()
 
 

@@ -19,9 +19,9 @@ from lmexp.data.tokenizers import build_tokenizer
 from lmexp.errors import ConfigError
 from lmexp.evaluate import evaluate
 from lmexp.objectives.classification import class_weight_tensor
-from lmexp.records import read_summary
+from conftest import read_summary
 from lmexp.train import train
-from lmexp.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
 METRICS = ["acc", "f1", "precision", "recall", "mcc"]
 CLASSIFY = ["objective=classification", "tokenizer=byte", "data.max_length=48"]
@@ -139,7 +139,8 @@ def test_init_from_loads_exactly_the_backbone_weights(make_cfg, tmp_path, review
 
 
 def test_init_from_without_freezing_starts_from_the_pretrained_weights(make_cfg, tmp_path, reviews, pretrained):
-    from lmexp import build, init_from
+    from lmexp import build
+    from lmexp.runs import init_from
 
     source = pretrained("bert_tiny")
     cfg = make_cfg([*CLASSIFY, *review_data(reviews), "model=from_run", f"model.init_from={source}"])

@@ -10,8 +10,8 @@ import statistics
 
 import pytest
 
-from lmexp.cli import main as lmexp
-from lmexp.records import read_summary
+from lmexp.tools.cli import main as lmexp
+from conftest import read_summary
 
 
 def read_csv(path):
@@ -142,7 +142,7 @@ def test_baseline_markdown(tiny_sweep, capsys):
 
 
 def test_tables_keep_names_and_numbers_whole_at_80_columns(tiny_sweep, capsys, monkeypatch):
-    from lmexp.reproduce import experiment_names
+    from lmexp.tools.reproduce import experiment_names
 
     monkeypatch.setenv("COLUMNS", "80")
     _, sweep_dir = tiny_sweep
@@ -165,7 +165,7 @@ def test_tables_keep_names_and_numbers_whole_at_80_columns(tiny_sweep, capsys, m
 
 
 def test_wandb_run_config_and_summary_are_made_for_comparing(tiny_sweep):
-    from lmexp.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
     _, sweep_dir = tiny_sweep
     job = sweep_dir / "0"
@@ -190,7 +190,7 @@ def test_wandb_run_config_and_summary_are_made_for_comparing(tiny_sweep):
 
 
 def test_compare_logs_the_comparison_as_a_wandb_run(tiny_sweep, tmp_path, capsys):
-    from lmexp.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
     _, sweep_src = tiny_sweep
     sweep_dir = shutil.copytree(sweep_src, tmp_path / sweep_src.name)
@@ -217,10 +217,11 @@ def test_compare_logs_the_comparison_as_a_wandb_run(tiny_sweep, tmp_path, capsys
 def test_baseline_matches_a_value_written_another_way():
     from pathlib import Path
 
-    from lmexp.compare import Row, Run, find_baseline
+    from lmexp.runs.record import RunRecord
+    from lmexp.tools.compare import Row, find_baseline
 
     def row(value):
-        run = Run(Path("r"), "completed", None, {"model.tie_embeddings": value}, {}, None, None, 1)
+        run = RunRecord(Path("r"), status="completed", overrides=[f"model.tie_embeddings={value}"], seed=1)
         return Row({"model.tie_embeddings": value}, "completed", None, [run])
 
     rows = [row("False"), row("True")]  # as Hydra records the values of a sweep

@@ -10,7 +10,7 @@ from conftest import SMALL_MODEL, TINY, cli
 from lmexp.build import build_datamodule
 from lmexp.errors import ConfigError
 from lmexp.evaluate import evaluate
-from lmexp.records import read_summary
+from conftest import read_summary
 from lmexp.train import train
 
 

@@ -11,11 +11,11 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokeniz
 
 from conftest import SMALL_MODEL, TINY
 from lmexp.build import build_model
-from lmexp.cli import main as lmexp
+from lmexp.tools.cli import main as lmexp
 from lmexp.data.tokenizers import build_tokenizer
 from lmexp.errors import ConfigError
-from lmexp.export import export, save_tokenizer
-from lmexp.runs import Run
+from lmexp.tools.export import export, save_tokenizer
+from lmexp.runs.load import TrainedRun
 from lmexp.train import train
 
 TEXT = "To be, or not to be: that is the question.\nWhéther 'tis nobler <eos> in the mind"
@@ -31,7 +31,7 @@ def make_run(make_cfg, overrides: list[str], objective: str = "causal_lm") -> Ru
         for parameter in model.parameters():
             parameter.normal_(0, 0.5)
     config = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # as checkpoints store it
-    return Run(model, tokenizer, config, "elsewhere/last.ckpt", objective)
+    return TrainedRun(model, tokenizer, config, "elsewhere/last.ckpt", objective)
 
 
 @pytest.mark.parametrize("overrides, objective, architecture", [

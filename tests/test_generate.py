@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from conftest import SMALL_MODEL, TINY
-from lmexp.cli import main as lmexp
-from lmexp.generate import fill_mask, sample, sampling_filter
+from lmexp.tools.cli import main as lmexp
+from lmexp.tools.generate import fill_mask, sample, sampling_filter
 from lmexp.models.hf import HFModel
 from lmexp.models.transformer import Transformer
-from lmexp.runs import load_run
+from lmexp.runs.load import load_trained_run
 from lmexp.train import train
-from lmexp.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
 # A hand-made next-token distribution over 4 tokens.
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
@@ -137,7 +137,7 @@ def test_fill_mask_cli(make_cfg, tmp_path, small_corpus, capsys):
     assert out[0] == "<mask> 1 of 2:" and out[4] == "<mask> 2 of 2:"
 
     # The predictions are the softmax at the mask positions.
-    loaded = load_run(run)
+    loaded = load_trained_run(run)
     tokenizer = loaded.tokenizer
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     masks = [i for i, token in enumerate(ids) if token == tokenizer.mask_token_id]

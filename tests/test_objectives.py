@@ -20,17 +20,18 @@ def tokenizer():
 
 def test_causal_collate_shifts_by_one(tokenizer):
     rows = torch.arange(20).reshape(2, 10)
-    batch = CausalLM(tokenizer, attention="causal").collate(rows)
+    batch = CausalLM(attention="causal").collate(rows)
     assert torch.equal(batch["input_ids"], rows[:, :-1]) and torch.equal(batch["labels"], rows[:, 1:])
 
 
 def test_causal_objective_refuses_bidirectional_attention(tokenizer):
     with pytest.raises(ConfigError, match="objective.attention"):
-        CausalLM(tokenizer, attention="bidirectional")
+        CausalLM(attention="bidirectional")
 
 
 def test_loss_and_predicted_positions_skip_ignored_labels(tokenizer):
-    objective = CausalLM(tokenizer, attention="causal")
+    objective = CausalLM(attention="causal")
+    objective.bind(tokenizer)
     logits = torch.randn(2, 3, 7)
     labels = torch.tensor([[1, IGNORE, 3], [IGNORE, 5, 6]])
     batch = {"labels": labels}
@@ -42,7 +43,8 @@ def test_loss_and_predicted_positions_skip_ignored_labels(tokenizer):
 
 def test_masked_lm_follows_the_80_10_10_rule_and_never_masks_specials(tokenizer):
     torch.manual_seed(0)
-    objective = MaskedLM(tokenizer, attention="bidirectional")
+    objective = MaskedLM(attention="bidirectional")
+    objective.bind(tokenizer)
     special = sorted(set(tokenizer.all_special_ids))
     rows = torch.randint(len(special), len(tokenizer), (64, 512))
     rows[:, ::7] = tokenizer.eos_token_id
@@ -64,11 +66,12 @@ def test_masked_lm_follows_the_80_10_10_rule_and_never_masks_specials(tokenizer)
 
 def test_masked_lm_bad_probabilities(tokenizer):
     with pytest.raises(ConfigError, match="mlm_probability"):
-        MaskedLM(tokenizer, attention="bidirectional", mlm_probability=1.5)
+        MaskedLM(attention="bidirectional", mlm_probability=1.5)
 
 
 def test_masked_lm_masks_are_reproducible_with_a_generator(tokenizer):
-    objective = MaskedLM(tokenizer, attention="bidirectional")
+    objective = MaskedLM(attention="bidirectional")
+    objective.bind(tokenizer)
     rows = torch.randint(6, len(tokenizer), (4, 64))
     first = objective.prepare_batch({"input_ids": rows}, torch.Generator().manual_seed(3))
     second = objective.prepare_batch({"input_ids": rows}, torch.Generator().manual_seed(3))

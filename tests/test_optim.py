@@ -108,7 +108,7 @@ def test_impl_unknown_key_and_bad_precision_are_errors():
 def test_speed_settings_leave_the_config_hash_alone():
     from omegaconf import OmegaConf
 
-    from lmexp.records import config_hash
+    from lmexp.runs.record import config_hash
 
     base = {"seed": 1, "model": {"d_model": 16}, "impl": {"compile": False, "threads": None}}
     faster = {**base, "impl": {"compile": True, "threads": 2}}

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from conftest import SHARED_DATA, SMALL_MODEL, TINY
-from lmexp.records import read_summary
-from lmexp.reproduce import claim_arms, experiment_names, main, verdict
+from conftest import read_summary
+from lmexp.tools.reproduce import claim_arms, experiment_names, main, verdict
 from lmexp.train import train
 
 SHAKESPEARE = f"data.path={SHARED_DATA / 'tinyshakespeare'}"
@@ -90,7 +90,7 @@ def test_grokking_data_is_every_pair_once_and_predicts_only_the_answer(make_cfg)
     assert len(pairs) == 113 * 113
     assert all(c == (a + b) % 113 for a, b, _, c in train_rows.tolist())
     assert data.batch_size == len(train_rows)  # full batch
-    batch = CausalLM(data.tokenizer, attention="causal", predict="last").collate(
+    batch = CausalLM(attention="causal", predict="last").collate(
         __import__("torch").from_numpy(train_rows[:4]))
     assert (batch["labels"][:, :-1] == -100).all() and batch["labels"][:, -1].tolist() == train_rows[:4, 3].tolist()
 
@@ -173,7 +173,7 @@ def test_a_claim_that_surely_holds_holds(tmp_path, monkeypatch, capsys):
     """lr ~0 against a working lr, 3 seeds, 10 steps: the working lr has the lower loss for sure."""
     from scipy import stats
 
-    from lmexp.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
     monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
@@ -223,8 +223,8 @@ def test_a_claim_with_arms_of_different_keys_is_refused(capsys):
 def test_tiny_curve_stays_in_its_band(tmp_path, monkeypatch, capsys):
     """CI's curve check: 300 steps of a tiny model against the curve lmexp recorded; then the same
     run against a reference moved out of the band at one step."""
-    from lmexp.curves import check_curve, read_curve, run_curve
-    from lmexp.reproduce import curve_path
+    from lmexp.tools.curves import check_curve, read_curve, run_curve
+    from lmexp.tools.reproduce import curve_path
 
     monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))

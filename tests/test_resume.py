@@ -7,8 +7,8 @@ import pytest
 
 from conftest import SMALL_MODEL, TINY
 from lmexp.errors import ConfigError
-from lmexp.records import read_summary
-from lmexp.resume import changed_keys, differing, identity
+from conftest import read_summary
+from lmexp.runs.resume import changed_keys, differing, identity
 from lmexp.train import train
 
 

@@ -1,4 +1,4 @@
-"""lmexp.stats against scipy/numpy computed directly, and the verdicts of claims."""
+"""lmexp.tools.stats against scipy/numpy computed directly, and the verdicts of claims."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lmexp.stats import CONTRADICTED, HOLDS, NOT_SIGNIFICANT, compare_groups, judge
+from lmexp.tools.stats import CONTRADICTED, HOLDS, NOT_SIGNIFICANT, compare_groups, judge
 
 ARM = {1: 2.31, 2: 2.35, 3: 2.29, 4: 2.40, 5: 2.33}
 BASE = {1: 2.41, 2: 2.43, 3: 2.44, 4: 2.47, 5: 2.41}

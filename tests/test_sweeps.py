@@ -17,12 +17,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import cli, start_cli, sweep_job, wait_for_record
-from lmexp import compare, sweep
+from lmexp.runs import sweep
+from lmexp.tools import compare
 from lmexp.config import config_dir, register_resolvers
 from lmexp.errors import ConfigError
-from lmexp.records import read_summary
+from conftest import read_summary
 from lmexp.train import train
-from lmexp.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
 
 def job_dirs(sweep_dir):

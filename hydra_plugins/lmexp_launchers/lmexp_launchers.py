@@ -4,7 +4,7 @@ Hydra's joblib and submitit launchers end the whole sweep when one job's process
 result: joblib's loky pool breaks (`TerminatedWorkerError`) and kills the other workers; submitit's
 `job.results()` raises. These subclasses (the `_target_` of conf/hydra/launcher/*.yaml) wait for
 every job, and for a job that died they write its record (`status: failed`, the signal or the
-scheduler's reason; lmexp.sweep.record_dead_job) and give the sweeper the worst value, so the other
+scheduler's reason; lmexp.runs.sweep.record_dead_job) and give the sweeper the worst value, so the other
 jobs complete, the end-of-sweep summary lists it and `resume=true` re-runs only it.
 
 - `JoblibLauncher`: each job runs in a process forked from its joblib worker (which has imported
@@ -33,7 +33,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from lmexp.sweep import record_dead_job
+from lmexp.runs.sweep import record_dead_job
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 
 import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -42,7 +43,7 @@ def number_tokenizer(modulus: int):
 class ModularArithmetic(LMDataModule):
     def __init__(self, modulus: int = 113, operation: str = "add", train_fraction: float = 0.3,
                  split_seed: int = 0, batch_size: int | None = None, eval_batch_size: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, collate: Callable | None = None) -> None:
         if operation not in OPERATIONS:
             raise ConfigError(f"data.operation={operation}: expected one of {', '.join(OPERATIONS)}")
         if not 0 < train_fraction < 1:
@@ -50,7 +51,7 @@ class ModularArithmetic(LMDataModule):
         n_train = int(round(modulus * modulus * train_fraction))
         # batch_size null: the whole train split in one batch (full-batch training, as in the paper).
         super().__init__(source=None, tokenizer={}, block_size=4, batch_size=batch_size or n_train,
-                         eval_batch_size=eval_batch_size or 4096, seed=seed)
+                         eval_batch_size=eval_batch_size or 4096, seed=seed, collate=collate)
         self.modulus, self.operation = modulus, operation
         self.train_fraction, self.split_seed, self.n_train = train_fraction, split_seed, n_train
 

@@ -7,8 +7,6 @@ evaluation uses the model's mapping). Preprocessing is cached like the LM data's
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,14 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from lmexp.data.cache import cache_key, load_or_build
 from lmexp.data.datamodule import TokenizedDataModule
+from lmexp.data.sources import Corpus
 from lmexp.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-# Bump when the preprocessing code changes what it writes, so old caches are not reused.
-CACHE_FORMAT = 1
 
 
 def check_labels(splits: dict[str, Dataset], labels: list, origins: dict[str, str], whose: str) -> None:
@@ -88,35 +81,28 @@ class ClassificationDataModule(TokenizedDataModule):
         self.examples: dict[str, Dataset] = {}
         self.split_origins: dict[str, str] = {}
 
-    def prepare(self) -> None:
-        if self.tokenizer is not None:
-            return
-        start = time.perf_counter()
+    def load_corpus(self) -> Corpus:
         corpus = self.source.load()
-        splits = dict(corpus.splits)
         if self.max_train_examples:
-            splits["train"] = splits["train"].select(range(min(self.max_train_examples, len(splits["train"]))))
-        self.fingerprint = corpus.fingerprint
+            train = corpus.splits["train"]
+            corpus.splits["train"] = train.select(range(min(self.max_train_examples, len(train))))
         self.split_origins = corpus.origins
-        self.labels = self.given_labels or sorted(set(splits["train"]["label"][:]))
-        check_labels(splits, self.labels, corpus.origins, "checkpoint's" if self.given_labels else "train split's")
-        tokenizer_cfg = self.resolved_tokenizer_cfg()
-        key = cache_key({
-            "format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg, "labels": self.labels,
-            "max_length": self.max_length, "max_train_examples": self.max_train_examples, "shape": "classification",
-        })
-        self.cache_hit = load_or_build(
-            self.cache_dir, key, lambda: self._build(splits, tokenizer_cfg), self._save, self._load
-        )
-        self.label_counts = np.bincount(self.examples["train"]["label"][:], minlength=len(self.labels)).tolist()
-        self.preprocess_s = time.perf_counter() - start
-        log.info(
-            "preprocessing %s (%.2fs): %d labels; %s",
-            "loaded from cache" if self.cache_hit else "built", self.preprocess_s, len(self.labels),
-            ", ".join(f"{name} {len(ds)} examples" for name, ds in self.examples.items()),
-        )
+        self.labels = self.given_labels or sorted(set(corpus.splits["train"]["label"][:]))
+        check_labels(corpus.splits, self.labels, corpus.origins, "checkpoint's" if self.given_labels else "train split's")
+        return corpus
 
-    def _build(self, splits: dict[str, Dataset], tokenizer_cfg: dict) -> None:
+    def cache_parts(self) -> dict:
+        return {"labels": self.labels, "max_length": self.max_length, "max_train_examples": self.max_train_examples,
+                "shape": "classification"}
+
+    def after_prepare(self) -> None:
+        self.label_counts = np.bincount(self.examples["train"]["label"][:], minlength=len(self.labels)).tolist()
+
+    def describe(self) -> str:
+        return f"{len(self.labels)} labels; " + ", ".join(f"{name} {len(ds)} examples" for name, ds in self.examples.items())
+
+    def build_arrays(self, corpus: Corpus, tokenizer_cfg: dict, key: str) -> None:
+        splits = corpus.splits
         train = splits["train"]
         texts = train["text"][:] + (train["text_pair"][:] if "text_pair" in train.column_names else [])
         self.tokenizer = instantiate(tokenizer_cfg, texts=texts)
@@ -129,11 +115,11 @@ class ClassificationDataModule(TokenizedDataModule):
             for name, split in splits.items()
         }
 
-    def _save(self, directory: Path) -> None:
+    def save_cache(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory / "tokenizer")
         DatasetDict(self.examples).save_to_disk(str(directory / "examples"))
 
-    def _load(self, directory: Path) -> None:
+    def load_cache(self, directory: Path) -> None:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))

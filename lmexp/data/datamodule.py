@@ -64,8 +64,12 @@ class TokenizedDataModule(pl.LightningDataModule):
     `prepare()` (cached), and loaders whose training order is seeded and resumes mid-epoch exactly.
 
     Call `prepare()` before building the model: the model's vocabulary comes from the tokenizer
-    made there. The objective's collator is set afterwards with `collate`.
+    made there. `collate` is the objective's collator. `labels` and `label_counts` stay None for
+    unlabelled data.
     """
+
+    labels: list | None = None
+    label_counts: list[int] | None = None
 
     def __init__(
         self,
@@ -94,6 +98,31 @@ class TokenizedDataModule(pl.LightningDataModule):
         self.fingerprint: str | None = None
         self.cache_hit = False
         self.preprocess_s = 0.0
+
+    def prepare(self) -> None:
+        """Tokenize the data, or load it from the preprocessing cache (keyed by the data's
+        fingerprint, the tokenizer config and the subclass's `cache_parts`), making the tokenizer."""
+        if self.tokenizer is not None:
+            return
+        start = time.perf_counter()
+        corpus = self.load_corpus()
+        self.fingerprint = corpus.fingerprint
+        tokenizer_cfg = self.resolved_tokenizer_cfg()
+        key = cache_key({"format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg,
+                         **self.cache_parts()})
+        self.cache_hit = load_or_build(
+            self.cache_dir, key, lambda: self.build_arrays(corpus, tokenizer_cfg, key), self.save_cache, self.load_cache
+        )
+        self.after_prepare()
+        self.preprocess_s = time.perf_counter() - start
+        log.info("preprocessing %s (%.2fs): %s", "loaded from cache" if self.cache_hit else "built",
+                 self.preprocess_s, self.describe())
+
+    def load_corpus(self) -> Corpus:
+        return self.source.load()
+
+    def after_prepare(self) -> None:
+        """Whatever needs the tokenized data (classification: the label counts)."""
 
     def resolved_tokenizer_cfg(self) -> dict:
         if isinstance(self.tokenizer_cfg, DictConfig):
@@ -151,40 +180,24 @@ class LMDataModule(TokenizedDataModule):
         self.sampling = sampling
         self.blocks: dict[str, np.ndarray] = {}
 
-    def prepare(self) -> None:
-        if self.tokenizer is not None:
-            return
-        start = time.perf_counter()
-        corpus = self.source.load()
-        self.fingerprint = corpus.fingerprint
-        tokenizer_cfg = self.resolved_tokenizer_cfg()
-        key = cache_key({
-            "format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg,
-            "block_size": self.block_size, "shape": "packed_blocks",
-        })
-        self.cache_hit = load_or_build(
-            self.cache_dir, key, lambda: self._build(corpus, tokenizer_cfg, key), self._save, self._load
-        )
-        self.preprocess_s = time.perf_counter() - start
-        log.info(
-            "preprocessing %s (%.2fs): %s",
-            "loaded from cache" if self.cache_hit else "built",
-            self.preprocess_s,
-            ", ".join(f"{name} {len(b)} blocks" for name, b in self.blocks.items()),
-        )
+    def cache_parts(self) -> dict:
+        return {"block_size": self.block_size, "shape": "packed_blocks"}
 
-    def _build(self, corpus: Corpus, tokenizer_cfg: dict, key: str) -> None:
+    def describe(self) -> str:
+        return ", ".join(f"{name} {len(b)} blocks" for name, b in self.blocks.items())
+
+    def build_arrays(self, corpus: Corpus, tokenizer_cfg: dict, key: str) -> None:
         train_texts = (text for text in corpus.splits["train"]["text"])
         self.tokenizer = instantiate(tokenizer_cfg, texts=train_texts)
         self.blocks = tokenize_and_pack(corpus, self.tokenizer, self.block_size, self.num_proc, key)
 
-    def _save(self, directory: Path) -> None:
+    def save_cache(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory / "tokenizer")
         for name, array in self.blocks.items():
             np.save(directory / f"{name}.npy", array)
         (directory / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "splits": list(self.blocks)}))
 
-    def _load(self, target: Path) -> None:
+    def load_cache(self, target: Path) -> None:
         from transformers import AutoTokenizer
 
         meta = json.loads((target / "meta.json").read_text())

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmexp.models import ATTENTION_TYPES, check_choice, check_seq_len
+from lmexp.models import ATTENTION_TYPES, check_choice, check_seq_len, num_parameters
 
 POSITIONS = ("learned", "rotary")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -175,8 +175,7 @@ class Transformer(nn.Module):
                     nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
 
     def num_parameters(self) -> int:
-        # parameters() yields each shared tensor once, so the tied head is not double counted.
-        return sum(p.numel() for p in self.parameters())
+        return num_parameters(self)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         check_seq_len(input_ids, self.max_seq_len)

@@ -16,8 +16,8 @@ class CausalLM(TokenObjective):
     attention = "causal"
     extra_tokens = 1
 
-    def __init__(self, tokenizer, predict: str = "all", **common) -> None:
-        super().__init__(tokenizer, **common)
+    def __init__(self, predict: str = "all", **common) -> None:
+        super().__init__(**common)
         if predict not in ("all", "last"):
             raise ConfigError(f"objective.predict must be 'all' or 'last', got '{predict}'")
         # "last": only the final token is a target (an answer after a prompt, e.g. `a b = c`).

@@ -6,10 +6,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics import MetricCollection
 
 from lmexp.errors import ConfigError
 from lmexp.metrics import classification_metrics
+from lmexp.models.classifier import Classifier
+from lmexp.objectives.base import Objective
 
 
 def class_weight_tensor(class_weights: str | Sequence[float] | None, label_counts: Sequence[int]) -> torch.Tensor | None:
@@ -28,24 +31,21 @@ def class_weight_tensor(class_weights: str | Sequence[float] | None, label_count
     return torch.tensor(list(class_weights), dtype=torch.float)
 
 
-class SequenceClassification:
+class SequenceClassification(Objective):
     """Cross-entropy over example labels, optionally class-weighted; metrics acc, f1 (binary for
     two classes, macro otherwise), precision, recall, mcc.
 
     Serves causal decoders and bidirectional encoders alike. `pooling` and `head_dropout` describe
-    the head the model gets (lmexp.models.classifier.Classifier, put on by build.build_model):
-    `auto` pools the mean of an encoder's states and the last real token of a decoder's.
+    the head `wrap_model` puts on the model (lmexp.models.classifier.Classifier): `auto` pools the
+    mean of an encoder's states and the last real token of a decoder's.
     """
 
     name = "classification"
     attention = "any"
-    extra_tokens = 0
+    labelled = True
 
     def __init__(
         self,
-        tokenizer,
-        labels: Sequence,
-        label_counts: Sequence[int],
         attention: str = "any",
         monitor: str = "val/acc",
         monitor_mode: str = "max",
@@ -53,17 +53,24 @@ class SequenceClassification:
         head_dropout: float = 0.1,
         class_weights: str | Sequence[float] | None = None,
     ) -> None:
-        if attention != self.attention:
-            raise ConfigError(f"objective.attention must be any for objective=classification, got {attention}")
-        if len(labels) < 2:
-            raise ConfigError(f"data: classification needs at least two labels in the train split, found {list(labels)}")
-        self.labels = list(labels)
-        self.pad_token_id = tokenizer.pad_token_id
-        self.monitor = monitor
-        self.monitor_mode = monitor_mode
+        super().__init__(attention, monitor, monitor_mode)
         self.pooling = pooling
         self.head_dropout = head_dropout
-        self.class_weights = class_weight_tensor(class_weights, label_counts)
+        self.class_weights_spec = class_weights
+        self.labels: list = []
+        self.class_weights: torch.Tensor | None = None
+
+    def bind(self, tokenizer, labels: list | None = None, label_counts: list[int] | None = None) -> None:
+        labels = list(labels or [])
+        if len(labels) < 2:
+            raise ConfigError(f"data: classification needs at least two labels in the train split, found {labels}")
+        super().bind(tokenizer)
+        self.labels = labels
+        self.pad_token_id = tokenizer.pad_token_id
+        self.class_weights = class_weight_tensor(self.class_weights_spec, label_counts or [1] * len(labels))
+
+    def wrap_model(self, model: nn.Module, freeze_backbone: bool = False) -> nn.Module:
+        return Classifier(model, len(self.labels), self.pooling, self.head_dropout, freeze_backbone)
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         """Pad each batch to its longest example (right padding, so a decoder's real tokens never
@@ -77,9 +84,6 @@ class SequenceClassification:
             attention_mask[row, :n] = 1
         labels = torch.tensor([e["label"] for e in examples], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-    def prepare_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict:
-        return batch
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)

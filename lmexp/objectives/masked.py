@@ -9,7 +9,8 @@ from lmexp.objectives.base import IGNORE, TokenObjective
 
 
 class MaskedLM(TokenObjective):
-    """Masks a fresh random subset of each batch in the collator, so every epoch sees new masks.
+    """Masks a fresh random subset of each batch, on the device in `prepare_batch` (the collator
+    only stacks rows), so every epoch sees new masks.
 
     Of the chosen positions, `mask_replace_prob` become the mask token, `random_replace_prob`
     a random token, the rest stay; special and pad tokens are never chosen.
@@ -18,11 +19,9 @@ class MaskedLM(TokenObjective):
     name = "masked_lm"
     attention = "bidirectional"
 
-    def __init__(self, tokenizer, mlm_probability: float = 0.15, mask_replace_prob: float = 0.8,
+    def __init__(self, mlm_probability: float = 0.15, mask_replace_prob: float = 0.8,
                  random_replace_prob: float = 0.1, **common) -> None:
-        super().__init__(tokenizer, **common)
-        if tokenizer.mask_token_id is None:
-            raise ConfigError("objective=masked_lm needs a tokenizer with a mask token (tokenizer has none)")
+        super().__init__(**common)
         if not 0 < mlm_probability < 1:
             raise ConfigError(f"objective.mlm_probability must be in (0, 1), got {mlm_probability}")
         if mask_replace_prob + random_replace_prob > 1:
@@ -30,6 +29,11 @@ class MaskedLM(TokenObjective):
         self.mlm_probability = mlm_probability
         self.mask_replace_prob = mask_replace_prob
         self.random_replace_prob = random_replace_prob
+
+    def bind(self, tokenizer, labels: list | None = None, label_counts: list[int] | None = None) -> None:
+        if tokenizer.mask_token_id is None:
+            raise ConfigError("objective=masked_lm needs a tokenizer with a mask token (tokenizer has none)")
+        super().bind(tokenizer)
         self.mask_token_id = tokenizer.mask_token_id
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 

@@ -1,4 +1,5 @@
-"""Reading a trained run back: a run directory or a checkpoint → model, tokenizer and training config.
+"""Finding and reading a trained run back: a run directory, a checkpoint or `last` → its checkpoint
+file; → model, tokenizer and training config (for generate, fill-mask and export).
 
 Every checkpoint carries its resolved training config and its tokenizer files, so a `.ckpt` alone
 is enough; the run directory around it adds the record (summary.json) when it is there.
@@ -7,6 +8,7 @@ is enough; the run directory around it adds the record (summary.json) when it is
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import tempfile
 from dataclasses import dataclass
@@ -15,11 +17,28 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmexp.config import resolve_checkpoint
 from lmexp.errors import ConfigError
 
-
 RUN_HELP = "a run directory (its checkpoints/last.ckpt), a .ckpt file, or 'last' (the newest run under outputs/)"
+
+
+def resolve_checkpoint(ckpt_path: str | None, output_root: str, key: str = "ckpt_path") -> str | None:
+    """`last` → the newest last.ckpt of any run under output_root; a run dir → its last.ckpt."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        found = glob.glob(os.path.join(output_root, "**", "checkpoints", "last.ckpt"), recursive=True)
+        if not found:
+            raise ConfigError(f"{key}=last: no checkpoints/last.ckpt under {output_root}")
+        return max(found, key=os.path.getmtime)
+    if os.path.isdir(ckpt_path):
+        last = os.path.join(ckpt_path, "checkpoints", "last.ckpt")
+        if not os.path.isfile(last):
+            raise ConfigError(f"{key}={ckpt_path}: not an lmexp run directory (no checkpoints/last.ckpt)")
+        return last
+    if not os.path.isfile(ckpt_path):
+        raise ConfigError(f"{key}={ckpt_path}: no such run directory or checkpoint file")
+    return ckpt_path
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,19 +49,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "and containers (only for files you trust: loading it may run code)")
 
 
-def load_lmexp_checkpoint(path: str, key: str = "ckpt_path", trust: bool = False) -> dict:
-    """A checkpoint written by lmexp training; anything else is a one-line error."""
-    from lmexp.checkpointing import read_checkpoint
-
-    checkpoint = read_checkpoint(path, key, trust)
-    state = checkpoint.get("lmexp")
-    if not state or "config" not in state:
-        raise ConfigError(f"{key}={path}: not an lmexp checkpoint (no lmexp config inside)")
-    return checkpoint
-
-
 @dataclass
-class Run:
+class TrainedRun:
     model: Any  # torch.nn.Module in eval mode, on the CPU, with the checkpoint's weights
     tokenizer: Any  # transformers.PreTrainedTokenizerFast
     config: DictConfig  # the resolved training config
@@ -56,26 +64,24 @@ class Run:
         return directory.parent if directory.name == "checkpoints" else None
 
 
-def load_run(path: str, trust: bool = False) -> Run:
+def load_trained_run(path: str, trust: bool = False) -> TrainedRun:
     """Load a run directory (its last.ckpt), a .ckpt file, or `last` (the newest run under outputs/);
     `trust`: also a checkpoint that needs Python objects beyond tensors and containers (may run code)."""
-    if path != "last" and not os.path.exists(path):
-        raise ConfigError(f"{path}: no such file or run directory")
+    from hydra.utils import instantiate
+
     from lmexp import build
+    from lmexp.checkpointing import load_lmexp_checkpoint, model_weights, restore_tokenizer
 
     # The same default as paths.output_root, so `last` finds what lmexp-train wrote.
-    ckpt_path = resolve_checkpoint(path, os.environ.get("LMEXP_OUTPUT_ROOT", "outputs"))
-    checkpoint = load_lmexp_checkpoint(ckpt_path, trust=trust)
+    ckpt_path = resolve_checkpoint(path, os.environ.get("LMEXP_OUTPUT_ROOT", "outputs"), key="run")
+    checkpoint = load_lmexp_checkpoint(ckpt_path, key="run", trust=trust)
     state = checkpoint["lmexp"]
     config = OmegaConf.create(state["config"])
     # The tokenizer is read into memory, so its files need not outlive this call.
     with tempfile.TemporaryDirectory() as directory:
-        tokenizer = build.restore_tokenizer(state["tokenizer_files"], Path(directory))
-    labels = state.get("labels")
-    # Only a classifier has labels; their train counts weight the loss, which nothing here computes.
-    extra = {} if labels is None else {"labels": labels, "label_counts": [1] * len(labels)}
-    objective = build.instantiate_or_explain(config.objective, "objective", tokenizer=tokenizer, **extra)
+        tokenizer = instantiate(restore_tokenizer(state["tokenizer_files"], Path(directory)))
+    objective = build.build_objective(config)
+    objective.bind(tokenizer, state.get("labels"))  # only a classifier has labels
     model = build.build_model(config, tokenizer, objective)
-    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(weights)
-    return Run(model.eval(), tokenizer, config, ckpt_path, objective.name)
+    model.load_state_dict(model_weights(checkpoint))
+    return TrainedRun(model.eval(), tokenizer, config, ckpt_path, objective.name)

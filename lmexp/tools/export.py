@@ -147,15 +147,15 @@ def save_tokenizer(tokenizer, out: Path, max_length: int) -> None:
 
 def model_card(run, architecture: str) -> str:
     from lmexp import __version__
-    from lmexp.records import read_summary
+    from lmexp.runs.record import SUMMARY, RunRecord
 
-    summary = {}
-    if run.run_dir is not None and (run.run_dir / "summary.json").is_file():
-        summary = read_summary(run.run_dir)
-    command = (" ".join(["lmexp-train", *map(shlex.quote, summary["overrides"])])
-               if "overrides" in summary else "unknown (no summary.json next to the checkpoint)")
-    git = summary.get("git") or {}
-    rows = [f"| {name} | {value:.4f} |" for name, value in (summary.get("metrics") or {}).items() if value is not None]
+    summary = None
+    if run.run_dir is not None and (run.run_dir / SUMMARY).is_file():
+        summary = RunRecord.read(run.run_dir)
+    command = (" ".join(["lmexp-train", *map(shlex.quote, summary.overrides)])
+               if summary else "unknown (no summary.json next to the checkpoint)")
+    git = (summary.git if summary else None) or {}
+    rows = [f"| {name} | {value:.4f} |" for name, value in (summary.metrics if summary else {}).items() if value is not None]
     metrics = "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else \
         "Not recorded (no summary.json next to the checkpoint)."
     auto = AUTO_CLASS[run.objective]
@@ -222,7 +222,7 @@ def export(run, out: Path) -> str:
 
 def main(argv: list[str]) -> int:
     """argv = ["export", run, out]; returns the exit code."""
-    from lmexp.runs import add_run_arguments, load_run
+    from lmexp.runs.load import add_run_arguments, load_trained_run
 
     parser = argparse.ArgumentParser(prog="lmexp export", description=__doc__.split("\n\n")[0])
     add_run_arguments(parser)
@@ -232,7 +232,7 @@ def main(argv: list[str]) -> int:
     try:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"{out}: exists and is not an empty directory")
-        run = load_run(options.run, trust=options.trust_checkpoint)
+        run = load_trained_run(options.run, trust=options.trust_checkpoint)
         architecture = export(run, out)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,12 +4,13 @@ A run's *identity* is its result-affecting config: model, tokenizer, data, objec
 scheduler and seed. Everything else is *continuation* (max_steps, loggers, callbacks, paths,
 speed-only settings) and may change on resume. `ckpt_path=last` takes the newest run of the same
 identity (as stored in each checkpoint); a checkpoint of another identity is refused, naming the
-keys that differ, unless `allow_config_change=true`. Torch-free: checkpoints are read by the caller.
+keys that differ, unless `allow_config_change=true`.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ IDENTITY = ("seed", "model", "tokenizer", "data", "objective", "optimizer", "sch
 # Inside the identity groups: settings that change speed or where files go, not results.
 NOT_IDENTITY = ("data.num_workers", "data.num_proc", "data.eval_batch_size", "data.source.cache_dir")
 CONSENT = "allow_config_change=true"
+
+log = logging.getLogger("lmexp")
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -89,3 +92,23 @@ def check_identity(checkpoint_config: dict, plain: dict, ckpt_path: str, allow: 
 
 def _keys(keys: list[str], most: int = 6) -> str:
     return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+def checkpoint_to_resume(cfg: Any, current: dict) -> tuple[str | None, dict | None, list[str] | None]:
+    """The checkpoint this run continues from (`ckpt_path`: `last` for the newest run of this identity,
+    a run directory or a file), read safely, and the keys of `current` (the resolved config) that
+    differ from its config; all None for a fresh run."""
+    if not cfg.get("ckpt_path"):
+        return None, None, None
+    from lmexp.checkpointing import read_checkpoint, stored_config
+    from lmexp.runs.load import resolve_checkpoint
+
+    if cfg.ckpt_path == "last":
+        ckpt_path = find_last(cfg.paths.output_root, current, stored_config)
+        log.info("resuming %s: the newest run with this configuration", Path(ckpt_path).parent.parent)
+    else:
+        ckpt_path = resolve_checkpoint(cfg.ckpt_path, cfg.paths.output_root)
+    checkpoint = read_checkpoint(ckpt_path, trust=cfg.trust_checkpoint)
+    before = (checkpoint.get("lmexp") or {}).get("config") or {}
+    check_identity(before, current, ckpt_path, cfg.allow_config_change)
+    return ckpt_path, checkpoint, changed_keys(before, current)

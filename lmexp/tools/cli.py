@@ -12,12 +12,12 @@ import sys
 COMMANDS = {
     "train": ("lmexp.train", "train a model (same as lmexp-train)"),
     "eval": ("lmexp.evaluate", "evaluate a checkpoint (same as lmexp-eval)"),
-    "compare": ("lmexp.compare", "runs and sweeps side by side; --baseline: CIs and p-values"),
-    "experiments": ("lmexp.reproduce", "list the paper reproductions and claims in experiments/"),
-    "reproduce": ("lmexp.reproduce", "check an experiment (--curve) or a claim; re-run a past run"),
-    "generate": ("lmexp.generate", "sample text from a causal LM run"),
-    "fill-mask": ("lmexp.generate", "top-k predictions for masked tokens of an MLM run"),
-    "export": ("lmexp.export", "write a run as a Hugging Face model directory"),
+    "compare": ("lmexp.tools.compare", "runs and sweeps side by side; --baseline: CIs and p-values"),
+    "experiments": ("lmexp.tools.reproduce", "list the paper reproductions and claims in experiments/"),
+    "reproduce": ("lmexp.tools.reproduce", "check an experiment (--curve) or a claim; re-run a past run"),
+    "generate": ("lmexp.tools.generate", "sample text from a causal LM run"),
+    "fill-mask": ("lmexp.tools.generate", "top-k predictions for masked tokens of an MLM run"),
+    "export": ("lmexp.tools.export", "write a run as a Hugging Face model directory"),
 }
 
 

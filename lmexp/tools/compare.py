@@ -6,7 +6,7 @@ that differ only by `seed` pooled as mean ± sample std over n; sorted by the op
 runs that did not complete are rows of their own, with their error. `--source wandb` takes the
 numbers from each run's offline W&B run instead and reports where they disagree with the record.
 `--baseline KEY=VALUE` compares every configuration with one of them: per metric, the difference
-of the means with its 95% confidence interval, p-value and effect size (lmexp.stats: paired t
+of the means with its 95% confidence interval, p-value and effect size (lmexp.tools.stats: paired t
 over seeds where the seeds match, Welch's t otherwise); `--wandb` logs that comparison as a W&B
 run of its own in the sweep's group.
 """
@@ -19,28 +19,16 @@ import glob
 import json
 import statistics
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from lmexp.errors import ConfigError
-from lmexp.records import NOT_RESULT_AFFECTING, SUMMARY, read_summary
-from lmexp.train import METRIC_ORDER
+from lmexp.runs.record import METRIC_ORDER, SUMMARY, RunRecord
 
 STAGES = ("val", "test")
-
-
-@dataclass
-class Run:
-    run_dir: Path
-    status: str
-    error: str | None
-    overrides: dict[str, str]  # result-affecting overrides: key → value as typed
-    metrics: dict[str, float]
-    optimized_metric: str | None
-    wandb_id: str | None
-    seed: int | None = None
 
 
 @dataclass
@@ -48,7 +36,7 @@ class Row:
     config: dict[str, str]  # the row's values of the compared keys
     status: str
     error: str | None
-    runs: list[Run]
+    runs: list[RunRecord]
 
     def stats(self, metric: str) -> tuple[float | None, float | None]:
         """Mean and sample standard deviation over the row's runs (no std for a single run)."""
@@ -64,7 +52,7 @@ class Row:
 def main(argv: list[str]) -> int:
     args = parse_args(argv[1:])
     try:
-        runs = [load_run(run_dir) for run_dir in find_run_dirs(args.paths)]
+        runs = [RunRecord.read(run_dir) for run_dir in find_run_dirs(args.paths)]
         metrics = args.metric or default_metrics(runs)
         mismatches: list[str] = []
         if args.source == "wandb":
@@ -136,28 +124,7 @@ def find_run_dirs(patterns: list[str]) -> list[Path]:
     return list(found)
 
 
-def load_run(run_dir: Path) -> Run:
-    record = read_summary(run_dir)
-    return Run(
-        run_dir=run_dir, status=record.get("status", "unknown"), error=record.get("error"),
-        overrides=parse_overrides(record.get("overrides") or []), metrics=record.get("metrics") or {},
-        optimized_metric=record.get("optimized_metric"), wandb_id=(record.get("wandb") or {}).get("run_id"),
-        seed=record.get("seed"),
-    )
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    """`["optimizer.lr=0.001", "logger=csv"]` → `{"optimizer.lr": "0.001"}` (output-only keys left out)."""
-    parsed = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        key = key.lstrip("+~")
-        if key.split(".")[0] not in NOT_RESULT_AFFECTING:
-            parsed[key] = value
-    return parsed
-
-
-def default_metrics(runs: list[Run]) -> list[str]:
+def default_metrics(runs: list[RunRecord]) -> list[str]:
     """The optimized metric, its test/ value, and the other val/ metrics."""
     names = {m for run in runs for m in run.metrics}
     optimized = next((run.optimized_metric for run in runs if run.optimized_metric), None)
@@ -175,10 +142,10 @@ def _metric_order(metric: str) -> tuple[int, str]:
     return (METRIC_ORDER.index(name) if name in METRIC_ORDER else len(METRIC_ORDER), name)
 
 
-def compared_keys(runs: list[Run], group_by: list[str] | None) -> list[str]:
+def compared_keys(runs: list[RunRecord], group_by: list[str] | None) -> list[str]:
     """The override keys that make a row: the given ones, or every one that varies except seed."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.overrides))
-    varying = [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
+    keys = list(dict.fromkeys(key for run in runs for key in run.override_values()))
+    varying = [key for key in keys if len({run.override_values().get(key) for run in runs}) > 1]
     if group_by is None:
         return [key for key in varying if key != "seed"]
     for key in group_by:
@@ -188,7 +155,7 @@ def compared_keys(runs: list[Run], group_by: list[str] | None) -> list[str]:
     return group_by
 
 
-def lower_is_better(metric: str, runs: list[Run]) -> bool:
+def lower_is_better(metric: str, runs: list[RunRecord]) -> bool:
     """The objective's monitor_mode for the metric the runs optimized; otherwise loss and
     perplexity are lower-is-better and every other metric higher-is-better."""
     for run in runs:
@@ -198,12 +165,12 @@ def lower_is_better(metric: str, runs: list[Run]) -> bool:
     return metric.split("/", 1)[-1] in ("loss", "perplexity")
 
 
-def make_rows(runs: list[Run], keys: list[str], metric: str, lower: bool) -> list[Row]:
+def make_rows(runs: list[RunRecord], keys: list[str], metric: str, lower: bool) -> list[Row]:
     """Completed runs grouped by their values of `keys`, best first; then every other run alone."""
-    groups: dict[tuple, list[Run]] = {}
+    groups: dict[tuple, list[RunRecord]] = {}
     for run in runs:
         if run.status == "completed":
-            groups.setdefault(tuple(run.overrides.get(k) for k in keys), []).append(run)
+            groups.setdefault(tuple(run.override_values().get(k) for k in keys), []).append(run)
     completed = [Row(dict(zip(keys, values)), "completed", None, group) for values, group in groups.items()]
 
     def rank(row: Row) -> tuple[int, float]:
@@ -212,7 +179,7 @@ def make_rows(runs: list[Run], keys: list[str], metric: str, lower: bool) -> lis
             return 1, 0.0
         return 0, mean if lower else -mean
 
-    others = [Row({k: run.overrides.get(k) for k in keys}, run.status, run.error, [run])
+    others = [Row({k: run.override_values().get(k) for k in keys}, run.status, run.error, [run])
               for run in runs if run.status != "completed"]
     return sorted(completed, key=rank) + others
 
@@ -239,7 +206,7 @@ def print_table(rows: list[Row], keys: list[str], metrics: list[str], title: str
     """A rich table; the errors of the runs that failed follow it, one line each (too long for a cell)."""
     from rich.console import Console
 
-    from lmexp.tables import print_table as print_fitted
+    from lmexp.tools.tables import print_table as print_fitted
 
     header, body = _table(rows, keys, metrics)
     styles = [None if row.status == "completed" else "red" for row in rows]
@@ -273,9 +240,9 @@ def write_csv(rows: list[Row], keys: list[str], metrics: list[str], path: str) -
                              *stats, ";".join(str(run.run_dir) for run in row.runs)])
 
 
-def from_wandb(runs: list[Run], metrics: list[str]) -> tuple[list[Run], list[str]]:
+def from_wandb(runs: list[RunRecord], metrics: list[str]) -> tuple[list[RunRecord], list[str]]:
     """The runs with status and metrics read from their offline W&B runs, and the disagreements."""
-    from lmexp.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
 
     result, mismatches = [], []
     for run in runs:
@@ -365,7 +332,7 @@ def _curve(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
 # --- --baseline: differences with confidence intervals, p-values, effect sizes --------------------
 
 
-def baseline_main(args: argparse.Namespace, runs: list[Run], rows: list[Row], metrics: list[str],
+def baseline_main(args: argparse.Namespace, runs: list[RunRecord], rows: list[Row], metrics: list[str],
                   mismatches: list[str]) -> int:
     base = find_baseline(rows, args.baseline)
     entries = baseline_entries(rows, base, metrics, {m: lower_is_better(m, runs) for m in metrics}, args.alpha)
@@ -381,8 +348,6 @@ def baseline_main(args: argparse.Namespace, runs: list[Run], rows: list[Row], me
     if args.plot:
         plot_baseline(entries, metrics[0], args.plot)
     if args.wandb:
-        from lmexp.wandb_surface import log_comparison
-
         path = log_comparison(runs, entries, metrics[0], title=f"compare vs {base.label()}",
                               config={"baseline": base.label(), "alpha": args.alpha, "metrics": metrics})
         print(f"comparison logged to W&B: {path}")
@@ -430,7 +395,7 @@ def seed_values(row: Row, metric: str) -> dict:
 
 def baseline_entries(rows: list[Row], base: Row, metrics: list[str], lower: dict[str, bool], alpha: float) -> list[dict]:
     """One entry per completed configuration and metric, the baseline's first."""
-    from lmexp.stats import compare_groups
+    from lmexp.tools.stats import compare_groups
 
     ordered = [base, *(row for row in rows if row is not base and row.status == "completed")]
     entries = []
@@ -465,7 +430,7 @@ def _mean_std(entry: dict) -> str:
 def print_baseline(entries: list[dict], base: Row, alpha: float) -> None:
     """One table per configuration: metric, mean ± std, n, difference to the baseline, its 95% CI,
     p, effect size and the direction-aware result."""
-    from lmexp.tables import print_table as print_fitted
+    from lmexp.tools.tables import print_table as print_fitted
 
     header = ["metric", "mean ± std", "n", "Δ [95% CI]", "p", "d", "result"]
     for group in dict.fromkeys(entry["group"] for entry in entries):
@@ -539,3 +504,32 @@ def plot_baseline(entries: list[dict], metric: str, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def log_comparison(runs, entries: list[dict], metric: str, title: str, config: dict,
+                   summary: dict | None = None) -> Path:
+    """Log a --baseline comparison (its entries as a table, the plot) as an offline W&B run in the
+    group of the runs (the sweep's id), written into the sweep directory; return its directory."""
+    import wandb
+
+    parents = {run.run_dir.parent for run in runs}
+    sweep_dir = parents.pop() if len(parents) == 1 else Path(".")
+    hydra_cfg = runs[0].run_dir / ".hydra" / "config.yaml"
+    project = OmegaConf.select(OmegaConf.load(hydra_cfg), "logger.wandb.project", default="lmexp") \
+        if hydra_cfg.is_file() else "lmexp"
+    run = wandb.init(mode="offline", project=project or "lmexp", group=sweep_dir.name, job_type="compare",
+                     name=title, dir=str(sweep_dir), config=config, settings=wandb.Settings(silent=True))
+    try:
+        table = wandb.Table(columns=BASELINE_COLUMNS, data=[[e[c] for c in BASELINE_COLUMNS] for e in entries])
+        with tempfile.TemporaryDirectory() as tmp:
+            plot = Path(tmp) / "comparison.png"
+            plot_baseline(entries, metric, str(plot))
+            run.log({"comparison": table, "plot": wandb.Image(str(plot))})
+        values = {f"{e['group']}/{e['metric']}/{k}": e[k] for e in entries
+                  for k in ("mean", "std", "n", "diff", "ci_low", "ci_high", "p", "effect_size", "result")
+                  if e[k] is not None}
+        run.summary.update({**values, **(summary or {})})
+        path = Path(run.dir).parent
+    finally:
+        run.finish()
+    return path

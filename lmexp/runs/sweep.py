@@ -30,23 +30,18 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig
 
-from lmexp import records
+from lmexp.runs.record import SUMMARY, RunRecord, config_hash, record_status
+from lmexp.config import hydra_runtime
 from lmexp.errors import ConfigError, ExpectedFailure
 
 log = logging.getLogger("lmexp")
 
 # Switches that steer the sweep machinery, not the job: left out of the job's recorded overrides
-# (and of its config hash, records.NOT_RESULT_AFFECTING).
+# (and of its config hash, lmexp.runs.record.NOT_RESULT_AFFECTING).
 SWEEP_SWITCHES = ("resume", "fail_fast")
 # Written into the sweep directory by a job that fails under fail_fast; the jobs after it see it
 # and do not run. A file works the same for every launcher (one process, joblib workers, SLURM).
 STOP_FILE = "fail_fast.stop"
-
-
-def hydra_runtime() -> DictConfig | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def job_overrides(task: list[str] | None = None) -> list[str]:
@@ -56,15 +51,6 @@ def job_overrides(task: list[str] | None = None) -> list[str]:
         runtime = hydra_runtime()
         task = [] if runtime is None else runtime.overrides.task
     return [o for o in task if o.split("=", 1)[0].lstrip("+~") not in SWEEP_SWITCHES]
-
-
-def sweep_group(runtime: DictConfig | None) -> str | None:
-    """The sweep's id (its directory name) for a multirun job, else None."""
-    from hydra.types import RunMode
-
-    if runtime is None or runtime.mode != RunMode.MULTIRUN:
-        return None
-    return Path(runtime.sweep.dir).name
 
 
 def run_job(cfg: DictConfig, task: Callable[[DictConfig], float]) -> float:
@@ -79,20 +65,18 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], float]) -> float:
         done = completed_record(run_dir, cfg)
         if done is not None:
             log.info("job %d: completed in an earlier run of this sweep, skipped (resume=true)", job)
-            return _sweeper_value(done["metrics"].get(cfg.optimized_metric), worst)
+            return _sweeper_value(done.metrics.get(cfg.optimized_metric), worst)
     last = interrupted_checkpoint(run_dir, cfg)
     if last is not None:
         log.info("job %d: interrupted earlier, continuing from %s", job, last)
         cfg.ckpt_path = str(last)
     if cfg.fail_fast and (sweep_dir / STOP_FILE).exists():
-        (run_dir / records.SUMMARY).unlink(missing_ok=True)  # an earlier, unfinished try of this job
+        (run_dir / SUMMARY).unlink(missing_ok=True)  # an earlier, unfinished try of this job
         log.warning("job %d: not run, an earlier job failed (fail_fast=true)", job)
         return worst
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.write_summary(run_dir, {
-        "status": "running", "error": None, "metrics": {}, "optimized_metric": cfg.optimized_metric,
-        "overrides": job_overrides(), "run_dir": str(run_dir), "pid": os.getpid(), "host": socket.gethostname(),
-    })
+    RunRecord(run_dir, optimized_metric=cfg.optimized_metric, overrides=job_overrides(), seed=cfg.get("seed"),
+              pid=os.getpid(), host=socket.gethostname()).write()
 
     try:
         check_ranks(cfg.trainer, runtime.launcher._target_)
@@ -115,16 +99,8 @@ def worst_value(cfg: DictConfig) -> float:
     return math.inf if cfg.objective.monitor_mode == "min" else -math.inf
 
 
-def record_status(run_dir: Path) -> str | None:
-    path = run_dir / records.SUMMARY
-    return records.read_summary(run_dir).get("status") if path.is_file() else None
-
-
 def _write_failed(run_dir: Path, metric: str, overrides: list[str], error: str) -> None:
-    records.write_summary(run_dir, {
-        "status": "failed", "error": error, "metrics": {}, "optimized_metric": metric,
-        "overrides": overrides, "run_dir": str(run_dir),
-    })
+    RunRecord(run_dir, status="failed", error=error, optimized_metric=metric, overrides=overrides).write()
 
 
 def record_dead_job(cfg: DictConfig, run_dir: Path, error: str) -> float:
@@ -142,20 +118,18 @@ def interrupted_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if record_status(run_dir) != "interrupted" or not last.is_file():
         return None
-    if records.read_summary(run_dir).get("config_hash") != records.config_hash(cfg):
+    if RunRecord.read(run_dir).config_hash != config_hash(cfg):
         log.warning("%s: the interrupted record is for another config; running the job afresh", run_dir)
         return None
     return last
 
 
-def completed_record(run_dir: Path, cfg: DictConfig) -> dict | None:
+def completed_record(run_dir: Path, cfg: DictConfig) -> RunRecord | None:
     """The job's record if it completed with this very config (same config hash), else None."""
-    if not (run_dir / records.SUMMARY).is_file():
+    if record_status(run_dir) != "completed":
         return None
-    record = records.read_summary(run_dir)
-    if record.get("status") != "completed":
-        return None
-    if record.get("config_hash") != records.config_hash(cfg):
+    record = RunRecord.read(run_dir)
+    if record.config_hash != config_hash(cfg):
         log.warning("%s: the completed record is for another config; running the job again", run_dir)
         return None
     return record
@@ -223,11 +197,11 @@ def summarize(sweep_dir: Path) -> tuple[str, bool]:
     counts: Counter[str] = Counter()
     failures = []
     for job_dir in jobs:
-        record = records.read_summary(job_dir) if (job_dir / records.SUMMARY).is_file() else None
-        status = record.get("status", "unknown") if record else "not run"
+        record = RunRecord.read(job_dir) if (job_dir / SUMMARY).is_file() else None
+        status = record.status if record else "not run"
         counts[status] += 1
         if status == "failed":
-            failures.append(f"job {job_dir.name}: {str(record.get('error')).splitlines()[0]}")
+            failures.append(f"job {job_dir.name}: {str(record.error).splitlines()[0]}")
     parts = []
     for status in sorted(counts, key=lambda s: STATUSES.index(s) if s in STATUSES else len(STATUSES)):
         part = f"{counts[status]} {status}"

@@ -3,10 +3,10 @@
 - `lmexp experiments`: the reproductions in experiments/ with their paper, metric and number, and
   the claims with their arms.
 - `lmexp reproduce <experiment> [overrides]`: run it, then PASS/FAIL against the paper's number;
-  with `--curve`, also its loss curves against the reference curves stored with it (lmexp.curves).
+  with `--curve`, also its loss curves against the reference curves stored with it (lmexp.tools.curves).
 - `lmexp reproduce <claim> [overrides]`: run the claim's arms x seeds as one sweep, then HOLDS /
   NOT SIGNIFICANT / CONTRADICTED from the same statistics as `lmexp compare --baseline`
-  (lmexp.stats); claim.json in the sweep directory; exit 0 only when the claim holds.
+  (lmexp.tools.stats); claim.json in the sweep directory; exit 0 only when the claim holds.
 - `lmexp reproduce <run dir>`: re-run a past run from its saved config into a new run directory
   and compare every metric; name the likely cause when they differ.
 
@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmexp.config import config_dir, register_resolvers, validate
 from lmexp.errors import ConfigError
-from lmexp.records import SUMMARY, read_summary
+from lmexp.runs.record import SUMMARY, RunRecord
 
 
 def experiment_names() -> list[str]:
@@ -54,7 +54,7 @@ def run_training(args: list[str], run_dir: Path) -> int:
 
 
 def list_experiments() -> int:
-    from lmexp.tables import print_table as print_fitted
+    from lmexp.tools.tables import print_table as print_fitted
 
     papers, claims = [], []
     for name in experiment_names():
@@ -114,8 +114,8 @@ def reproduce_experiment(name: str, overrides: list[str], curve: bool = False, r
     code = run_training([f"experiment={name}", *overrides], run_dir)
     if code != 0 or not (run_dir / SUMMARY).exists():
         raise ConfigError(f"{name}: the run failed (exit {code}); see {run_dir}")
-    summary = read_summary(run_dir)
-    result = {"experiment": name, "wall_time_s": summary["wall_time_s"]}
+    summary = RunRecord.read(run_dir)
+    result = {"experiment": name, "wall_time_s": summary.wall_time_s}
     passed = None
     if paper is not None:
         passed = judge_paper(name, paper, summary, result, run_dir)
@@ -129,11 +129,11 @@ def reproduce_experiment(name: str, overrides: list[str], curve: bool = False, r
     return 1 if passed is False else 0
 
 
-def judge_paper(name: str, paper: DictConfig, summary: dict, result: dict, run_dir: Path) -> bool | None:
+def judge_paper(name: str, paper: DictConfig, summary: RunRecord, result: dict, run_dir: Path) -> bool | None:
     if paper.get("at") == "best":
-        obtained = summary["best"]["value"]
+        obtained = summary.best["value"]
     else:
-        obtained = summary["metrics"].get(paper.metric)
+        obtained = summary.metrics.get(paper.metric)
     if obtained is None:
         raise ConfigError(f"{name}: the run recorded no {paper.metric}; see {run_dir / SUMMARY}")
     target, tolerance, passed = verdict(paper, obtained)
@@ -154,7 +154,7 @@ def curve_path(file: str) -> Path:
 
 def check_curves(cfg: DictConfig, run_dir: Path) -> list[dict]:
     """Each reference curve of the experiment against the run's: a table, and the results."""
-    from lmexp.curves import check_curve, read_curve, run_curve
+    from lmexp.tools.curves import check_curve, read_curve, run_curve
 
     results, rows = [], []
     for ref in cfg.curves:
@@ -168,7 +168,7 @@ def check_curves(cfg: DictConfig, run_dir: Path) -> list[dict]:
                                                f"{_fmt(first['reference'])}")
             rows.append([ref.name, c["metric"], str(c["points"]), f"±{c['tolerance']:g}", f"{c['max_deviation']:.4f}",
                          where, "PASS" if c["passed"] else "FAIL"])
-    from lmexp.tables import print_table as print_fitted
+    from lmexp.tools.tables import print_table as print_fitted
 
     print_fitted(["reference", "metric", "points", "band", "max |Δ|", "first step outside", "result"], rows,
                  whole={"metric", "points", "band", "max |Δ|", "result"}, free={"reference"},
@@ -178,13 +178,13 @@ def check_curves(cfg: DictConfig, run_dir: Path) -> list[dict]:
 
 def record_curves(cfg: DictConfig, run_dir: Path) -> None:
     """Overwrite the curve files lmexp recorded itself (`recorded_by: lmexp`) with this run's curves."""
-    from lmexp.curves import run_curve, write_curve
+    from lmexp.tools.curves import run_curve, write_curve
 
     for ref in cfg.curves:
         if ref.get("recorded_by") == "lmexp":
-            summary = read_summary(run_dir)
-            comment = (f"recorded by lmexp from {run_dir.name}: git {summary['git'].get('commit')}, "
-                       f"torch {summary['versions'].get('torch')}")
+            summary = RunRecord.read(run_dir)
+            comment = (f"recorded by lmexp from {run_dir.name}: git {(summary.git or {}).get('commit')}, "
+                       f"torch {(summary.versions or {}).get('torch')}")
             write_curve(run_curve(run_dir, list(ref.metrics)), curve_path(ref.file), comment)
             print(f"recorded {ref.file}")
 
@@ -193,17 +193,17 @@ def reproduce_run(past: Path, overrides: list[str]) -> int:
     saved = past / ".hydra" / "config.yaml"
     if not saved.is_file() or not (past / SUMMARY).is_file():
         raise ConfigError(f"{past}: not an lmexp run directory (needs .hydra/config.yaml and {SUMMARY})")
-    before = read_summary(past)
+    before = RunRecord.read(past)
     output_root = OmegaConf.load(saved).paths.output_root
     run_dir = new_run_dir(output_root)
     code = run_training(["--config-dir", str(saved.parent), "--config-name", "config", *overrides], run_dir)
     if code != 0 or not (run_dir / SUMMARY).exists():
         raise ConfigError(f"re-run of {past} failed (exit {code}); see {run_dir}")
-    after = read_summary(run_dir)
-    names = sorted(set(before["metrics"]) | set(after["metrics"]))
+    after = RunRecord.read(run_dir)
+    names = sorted(set(before.metrics) | set(after.metrics))
     rows = []
     for metric in names:
-        old, new = before["metrics"].get(metric), after["metrics"].get(metric)
+        old, new = before.metrics.get(metric), after.metrics.get(metric)
         same = old == new
         diff = "-" if old is None or new is None else f"{new - old:+.3g}"
         rows.append([metric, _fmt(old), _fmt(new), diff, "identical" if same else "DIFFERS"])
@@ -217,17 +217,16 @@ def reproduce_run(past: Path, overrides: list[str]) -> int:
     return 1
 
 
-def likely_causes(before: dict, after: dict, cfg: DictConfig) -> list[str]:
+def likely_causes(before: RunRecord, after: RunRecord, cfg: DictConfig) -> list[str]:
     causes = []
-    versions = [f"{k} {before['versions'].get(k)} → {after['versions'].get(k)}"
-                for k in sorted(set(before["versions"]) | set(after["versions"]))
-                if before["versions"].get(k) != after["versions"].get(k)]
+    old, new = before.versions or {}, after.versions or {}
+    versions = [f"{k} {old.get(k)} → {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if versions:
         causes.append("package versions differ: " + ", ".join(versions))
-    if before.get("git") != after.get("git"):
-        causes.append(f"code differs: git {before.get('git')} → {after.get('git')}")
-    if before.get("data_fingerprint") != after.get("data_fingerprint"):
-        causes.append(f"data differs: fingerprint {before.get('data_fingerprint')} → {after.get('data_fingerprint')}")
+    if before.git != after.git:
+        causes.append(f"code differs: git {before.git} → {after.git}")
+    if before.data_fingerprint != after.data_fingerprint:
+        causes.append(f"data differs: fingerprint {before.data_fingerprint} → {after.data_fingerprint}")
     if not OmegaConf.select(cfg, "trainer.deterministic"):
         causes.append("trainer.deterministic was false: nondeterministic kernels (GPU) may change results")
     return causes or ["nothing recorded differs: nondeterminism in the hardware or the thread count"]
@@ -275,11 +274,11 @@ def sweep_command(name: str, claim: DictConfig, overrides: list[str], sweep_dir:
 
 def judge_sweep(name: str, claim: DictConfig, sweep_dir: Path) -> dict:
     """The claim's verdict from the sweep's records, by lmexp compare's --baseline code."""
-    from lmexp import compare
-    from lmexp.stats import judge
+    from lmexp.tools import compare
+    from lmexp.tools.stats import judge
 
     key, _ = claim_arms(name, claim)
-    runs = [compare.load_run(d) for d in compare.find_run_dirs([str(sweep_dir)])]
+    runs = [RunRecord.read(d) for d in compare.find_run_dirs([str(sweep_dir)])]
     lower = compare.lower_is_better(claim.metric, runs)
     rows = compare.make_rows(runs, [key], claim.metric, lower)
     base = compare.find_baseline(rows, str(claim.baseline))
@@ -313,7 +312,7 @@ def reproduce_claim(name: str, cfg: DictConfig, overrides: list[str], sweep_dir:
     (sweep / "claim.json").write_text(json.dumps(result, indent=2) + "\n")
     print_claim(result)
     if OmegaConf.select(cfg, "logger.wandb") is not None:
-        from lmexp.wandb_surface import log_comparison
+        from lmexp.tools.compare import log_comparison
 
         path = log_comparison(runs, result["comparison"], claim.metric, title=f"{name}: {result['verdict']}",
                               config={k: v for k, v in result.items() if k != "comparison"},
@@ -323,8 +322,8 @@ def reproduce_claim(name: str, cfg: DictConfig, overrides: list[str], sweep_dir:
 
 
 def print_claim(result: dict) -> None:
-    from lmexp.compare import _g, _interval, _mean_std
-    from lmexp.tables import print_table as print_fitted
+    from lmexp.tools.compare import _g, _interval, _mean_std
+    from lmexp.tools.tables import print_table as print_fitted
 
     key = result["baseline"].partition("=")[0]
     entries = result["comparison"]

@@ -14,12 +14,13 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from lmexp.build import FROM_RUN_KEYS, restore_tokenizer
+from lmexp.build import FROM_RUN_KEYS
+from lmexp.checkpointing import load_lmexp_checkpoint, model_weights, restore_tokenizer
 from lmexp.config import validate
 from lmexp.data.cache import cache_key
 from lmexp.errors import ConfigError
 from lmexp.models.classifier import Classifier
-from lmexp.runs import load_lmexp_checkpoint
+from lmexp.runs.load import resolve_checkpoint
 
 @dataclass
 class PretrainedRun:
@@ -31,9 +32,7 @@ class PretrainedRun:
     def tokenizer_config(self, cache_dir: str) -> dict:
         """A `pretrained` tokenizer config for the run's tokenizer, written under a directory named
         by its content, so every run that uses it shares one preprocessing cache entry."""
-        directory = Path(cache_dir) / "tokenizers" / cache_key(self.tokenizer_files)
-        restore_tokenizer(self.tokenizer_files, directory)
-        return {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "pretrained", "name_or_path": str(directory)}
+        return restore_tokenizer(self.tokenizer_files, Path(cache_dir) / "tokenizers" / cache_key(self.tokenizer_files))
 
     def load_weights(self, model: nn.Module) -> None:
         """Copy the run's weights into the model (a Classifier's backbone): every parameter must
@@ -58,17 +57,10 @@ def adopt(cfg: DictConfig) -> PretrainedRun:
     """Read the run named by cfg.model.init_from and make its model config this run's cfg.model
     (keeping init_from and freeze_backbone); the result must fit the objective and the data."""
     init_from = str(cfg.model.init_from)
-    path = Path(init_from)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise ConfigError(f"model.init_from={init_from}: not an lmexp run directory (no checkpoints/last.ckpt)")
-    elif not path.is_file():
-        raise ConfigError(f"model.init_from={init_from}: no such run directory or checkpoint file")
-    checkpoint = load_lmexp_checkpoint(str(path), key="model.init_from", trust=cfg.get("trust_checkpoint", False))
+    path = resolve_checkpoint(init_from, cfg.paths.output_root, key="model.init_from")
+    checkpoint = load_lmexp_checkpoint(path, key="model.init_from", trust=cfg.get("trust_checkpoint", False))
     state = checkpoint["lmexp"]
-    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    run = PretrainedRun(init_from, state["config"]["model"], state["tokenizer_files"], weights)
+    run = PretrainedRun(init_from, state["config"]["model"], state["tokenizer_files"], model_weights(checkpoint))
     with open_dict(cfg):
         cfg.model = {**run.model, **{key: cfg.model.get(key) for key in FROM_RUN_KEYS}}
     validate(cfg)
