@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import statistics
 import tempfile
@@ -47,15 +48,14 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="lmexp-bench-")
     tokenizer_cfg = {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "bpe", "vocab_size": 4096}
-    dm = LMDataModule(PythonStdlib(max_files=args.max_files), tokenizer_cfg, block_size=args.block_size + 1,
-                      batch_size=args.batch_size, cache_dir=os.path.join(tmp, "cache"))
-    dm.prepare()
     objective = CausalLM(attention="causal")
+    dm = LMDataModule(PythonStdlib(max_files=args.max_files), tokenizer_cfg, block_size=args.block_size + 1,
+                      batch_size=args.batch_size, cache_dir=os.path.join(tmp, "cache"), collate=objective.collate)
+    dm.prepare()
     objective.bind(dm.tokenizer)
-    dm.collate = objective.collate
     total = args.warmup + args.steps
-    loader = iter(dm.train_dataloader())
-    batches = [next(loader) for _ in range(total)]
+    # As many epochs of the corpus as the steps need (a small corpus has fewer batches than steps).
+    batches = list(itertools.islice(itertools.chain.from_iterable(itertools.repeat(dm.train_dataloader())), total))
 
     torch.manual_seed(0)
     template = Transformer(vocab_size=len(dm.tokenizer), max_seq_len=256, d_model=128, n_layers=4, n_heads=4)
@@ -107,7 +107,11 @@ def main() -> None:
           f"{impl}", flush=True)
     ratios = []
     for index in range(args.rounds):
-        hand, lm = hand_written(), lmexp_path()
+        # Alternate which loop goes first, so a drift of the machine's speed favours neither.
+        if index % 2:
+            lm, hand = lmexp_path(), hand_written()
+        else:
+            hand, lm = hand_written(), lmexp_path()
         ratios.append(lm / hand)
         print(f"round {index}: hand-written {hand:,.0f} tokens/s, lmexp {lm:,.0f} tokens/s, ratio {lm / hand:.3f}",
               flush=True)

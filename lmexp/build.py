@@ -9,7 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -33,6 +33,9 @@ def instantiate_or_explain(node: DictConfig, key: str, **kwargs: Any) -> Any:
         cause = err.__cause__ or err
         if isinstance(cause, ConfigError):
             raise cause from None
+        if str(err).startswith("Error locating target"):  # a class of your own that does not import
+            raise ConfigError(f"{key}: cannot import {node.get('_target_')} ({str(cause).strip().splitlines()[-1]}); "
+                              f"is its package installed, or on PYTHONPATH?") from None
         message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
         raise ConfigError(f"{key}: {message}") from None
 
@@ -54,6 +57,9 @@ def build_parts(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
     `labels`: a fixed label list (a checkpoint's); `pretrained`: a PretrainedRun whose tokenizer
     and weights the run starts from (model=from_run)."""
     objective = build_objective(cfg)
+    mismatch = attention_mismatch(cfg, stated_attention(cfg.model), objective.attention)
+    if mismatch:  # known before the data is prepared, so say it now
+        raise ConfigError(mismatch)
     if pretrained is not None:
         tokenizer_cfg = pretrained.tokenizer_config(cfg.paths.cache_dir)
     datamodule = build_datamodule(cfg, objective, tokenizer_cfg, labels)
@@ -66,6 +72,15 @@ def build_parts(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
     if pretrained is not None:
         pretrained.load_weights(model)
     return RunParts(objective, datamodule, model)
+
+
+def stated_attention(model: DictConfig) -> str | None:
+    """The attention kind a model class states as a class attribute (a plug-in's may), if any."""
+    try:
+        stated = getattr(get_class(model._target_), "attention", None) if "_target_" in model else None
+    except Exception:  # not importable or not a class: instantiating it says why
+        return None
+    return stated if isinstance(stated, str) else None
 
 
 def build_objective(cfg: DictConfig) -> Objective:

@@ -3,6 +3,7 @@ bad config is reported in well under a second, before the heavy stack loads."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import uuid
@@ -55,6 +56,7 @@ def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Cal
     from lmexp.console import quiet_third_party
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
+    @functools.wraps(job)  # Hydra names the job (and its log file, train.log) after job's module
     def hydra_main(cfg: DictConfig) -> Any:
         try:
             return job(cfg)

@@ -16,14 +16,8 @@ from lmexp.config import config_dir, register_resolvers
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# A few steps of a very small model: enough to see every piece run and the loss move.
-TINY = [
-    "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0", "trainer.accelerator=cpu",
-    "data.block_size=32", "data.batch_size=8", "data.eval_batch_size=16",
-    "callbacks=minimal", "logger=csv", "optimizer.lr=1e-2", "scheduler.warmup_steps=2",
-]
+# A few steps of a very small model (conf/debug/tiny.yaml): enough to see every piece run and the loss move.
+TINY = ["debug=tiny"]
 # Shrink each model option so every one trains in seconds.
 SMALL_MODEL = {
     "native": ["model.d_model=32", "model.n_layers=1", "model.n_heads=2"],
@@ -90,11 +84,7 @@ def sweep_job(corpus: Path, cache: Path) -> list[str]:
     """Overrides for sweep jobs of a few seconds each: byte tokenizer, a tiny model, four steps."""
     return [
         "data=text_files", f"data.train_files={corpus}/*.txt", "tokenizer=byte", f"paths.cache_dir={cache}",
-        *SMALL_MODEL["native"], "data.block_size=32", "data.batch_size=8", "data.eval_batch_size=16",
-        "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.accelerator=cpu",
-        "callbacks=minimal", "scheduler.warmup_steps=2",
+        *SMALL_MODEL["native"], *TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "logger=wandb",
     ]
 
 

@@ -144,11 +144,7 @@ def test_init_from_without_freezing_starts_from_the_pretrained_weights(make_cfg,
 
     source = pretrained("bert_tiny")
     cfg = make_cfg([*CLASSIFY, *review_data(reviews), "model=from_run", f"model.init_from={source}"])
-    run = init_from.adopt(cfg)
-    datamodule = build.build_datamodule(cfg, run.tokenizer_config(cfg.paths.cache_dir))
-    datamodule.prepare()
-    model = build.build_model(cfg, datamodule.tokenizer, build.build_objective(cfg, datamodule))
-    run.load_weights(model)
+    model = build.build_parts(cfg, pretrained=init_from.adopt(cfg)).model
     expected = backbone_weights(source / "checkpoints" / "last.ckpt", "model.")
     loaded = model.backbone.state_dict()
     assert all(torch.equal(loaded[name], expected[name]) for name in expected)
@@ -287,7 +283,7 @@ def test_bad_input_is_one_clear_line(make_cfg, tmp_path, reviews):
     expect_config_error(make_cfg, [*base, *data, "model=gpt_tiny", "objective.pooling=cls"],
                  "objective.pooling=cls", "causal decoder")
     expect_config_error(make_cfg, [*TINY, "objective=classification", "data=default"],
-                 "objective=classification needs labelled data")
+                 "needs labelled data (data=sst2, trec or labelled_files)", "is unlabelled text")
 
 
 def test_freeze_backbone_needs_classification(make_cfg, small_corpus, pretrained):

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from conftest import SMALL_MODEL, TINY, cli
-from lmexp.build import build_datamodule
+from lmexp.build import build_datamodule, build_objective
 from lmexp.errors import ConfigError
 from lmexp.evaluate import evaluate
 from conftest import read_summary
@@ -46,7 +46,8 @@ def test_ddp_validation_counts_every_block_once(make_cfg, tmp_path, small_corpus
     # Lightning's default sampler would pad by repeating one: the metrics must match a
     # single-process evaluation of the same checkpoint.
     data = ["data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte", "data.block_size=40"]
-    datamodule = build_datamodule(make_cfg([*TINY, *data]))
+    cfg = make_cfg([*TINY, *data])
+    datamodule = build_datamodule(cfg, build_objective(cfg))
     datamodule.prepare()
     blocks = {split: len(datamodule.blocks[split]) for split in ("validation", "test")}
     assert all(n % 2 == 1 for n in blocks.values()), blocks  # else nothing would be padded

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from conftest import SMALL_MODEL, TINY
-from lmexp.build import build_model
+from lmexp.build import build_model, build_objective
 from lmexp.tools.cli import main as lmexp
 from lmexp.data.tokenizers import build_tokenizer
 from lmexp.errors import ConfigError
@@ -21,11 +21,13 @@ from lmexp.train import train
 TEXT = "To be, or not to be: that is the question.\nWhéther 'tis nobler <eos> in the mind"
 
 
-def make_run(make_cfg, overrides: list[str], objective: str = "causal_lm") -> Run:
-    """A Run with a randomly initialised model of the given options (no training needed)."""
+def make_run(make_cfg, overrides: list[str], objective: str = "causal_lm") -> TrainedRun:
+    """A TrainedRun with a randomly initialised model of the given options (no training needed)."""
     cfg = make_cfg([f"objective={objective}", *overrides])
     tokenizer = build_tokenizer("byte")
-    model = build_model(cfg, tokenizer).eval()
+    lm_objective = build_objective(cfg)
+    lm_objective.bind(tokenizer)
+    model = build_model(cfg, tokenizer, lm_objective).eval()
     torch.manual_seed(0)
     with torch.no_grad():  # every weight random, so a misplaced bias or norm cannot hide behind zeros and ones
         for parameter in model.parameters():
@@ -67,6 +69,7 @@ def test_exported_model_computes_lmexp_logits(make_cfg, tmp_path, overrides, obj
 @pytest.mark.parametrize("overrides, objective, option", [
     (["model=gpt_tiny", "model.positions=rotary"], "causal_lm", "model.positions=rotary"),
     (["model=gpt_tiny", "model.norm=false"], "causal_lm", "model.norm=false"),
+    (["model=gpt_tiny", "model.norm_position=post"], "causal_lm", "model.norm_position=post: GPT-2 is pre-LN"),
     (["model=bert_tiny"], "masked_lm", "model.attention=bidirectional: a pre-LN encoder"),
     (["model=seed_encoder", *SMALL_MODEL["seed_encoder"]], "masked_lm", "model=SeedEncoder"),
 ])
@@ -107,7 +110,7 @@ def test_export_cli_writes_a_run_with_its_model_card(make_cfg, tmp_path, small_c
     assert lmexp(["export", str(tmp_path / "trained"), str(out)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {out}: exists and is not an empty directory"
     assert lmexp(["export", str(tmp_path), str(tmp_path / "other")]) == 1
-    assert "without checkpoints/last.ckpt" in capsys.readouterr().err
+    assert "not an lmexp run directory (no checkpoints/last.ckpt)" in capsys.readouterr().err
 
 
 def test_classification_runs_load_and_are_refused(make_cfg, tmp_path, capsys):

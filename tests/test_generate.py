@@ -10,7 +10,8 @@ from torch import nn
 
 from conftest import SMALL_MODEL, TINY
 from lmexp.tools.cli import main as lmexp
-from lmexp.tools.generate import fill_mask, sample, sampling_filter
+from lmexp.models.sampling import sample, sampling_filter
+from lmexp.tools.generate import fill_mask
 from lmexp.models.hf import HFModel
 from lmexp.models.transformer import Transformer
 from lmexp.runs.load import load_trained_run
@@ -123,7 +124,7 @@ def test_samples_during_training_and_the_generate_cli(make_cfg, tmp_path, small_
     assert lmexp(["generate", str(causal_run), "--top-p", "1.5"]) == 1
     assert "--top-p" in one_line_error(capsys)
     assert lmexp(["generate", str(tmp_path / "missing")]) == 1
-    assert "no such file" in one_line_error(capsys)
+    assert "no such run directory or checkpoint file" in one_line_error(capsys)
 
 
 def test_fill_mask_cli(make_cfg, tmp_path, small_corpus, capsys):

@@ -151,7 +151,7 @@ def _target(path: str):
 
 
 # Constructor arguments lmexp passes from code, not from the config.
-FROM_CODE = {"tokenizer", "labels", "label_counts", "texts", "seed", "params", "optimizer", "total_steps",
+FROM_CODE = {"tokenizer", "labels", "label_counts", "texts", "seed", "collate", "params", "optimizer", "total_steps",
              "logger", "callbacks", "plugins", "self", "experiment", "theme", "model_registry", "train_time_interval"}
 
 

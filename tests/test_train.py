@@ -128,15 +128,61 @@ def test_data_options_train(make_cfg, tmp_path, small_corpus, data):
     assert_learned(tmp_path / "run")
 
 
-@pytest.mark.parametrize("choice", [
-    "optimizer=adam", "optimizer=sgd", "scheduler=linear", "scheduler=constant",
-    "logger=tensorboard", "logger=none", "callbacks=default trainer.enable_progress_bar=true", "callbacks=none",
-    "trainer=cpu",
-    "debug=fast", "debug=overfit trainer.max_steps=12", "debug=profile trainer.max_steps=12",
-])
-def test_other_group_options_run(make_cfg, tmp_path, small_corpus, choice):
+def csv_column(run_dir, name: str) -> list[float]:
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [float(row[name]) for row in csv.DictReader(f) if row.get(name)]
+
+
+def optimizer_state_keys(run_dir) -> set[str]:
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]["state"]
+    return set(next(iter(state.values())))
+
+
+def tensorboard_scalars(run_dir) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(run_dir.rglob("events.out.tfevents.*"))
+    assert events, "no tensorboard event file"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
+# Each option with what it must visibly do (beyond completing).
+OPTION_EFFECTS = {
+    "optimizer=adam": lambda run, s, logs: optimizer_state_keys(run) == {"step", "exp_avg", "exp_avg_sq"},
+    "optimizer=sgd": lambda run, s, logs: optimizer_state_keys(run) == {"momentum_buffer"},
+    # linear: the rate falls after warmup, to 0 at the end; constant: flat after warmup.
+    "scheduler=linear scheduler.warmup_steps=2": lambda run, s, logs: (
+        (lrs := csv_column(run, "train/lr"))[2:] == sorted(lrs[2:], reverse=True) and lrs[-1] <= 0.11 * max(lrs)),
+    "scheduler=constant": lambda run, s, logs: len(set(csv_column(run, "train/lr")[2:])) == 1,
+    "logger=tensorboard": lambda run, s, logs: {"train/loss", "val/loss"} <= tensorboard_scalars(run),
+    "logger=none": lambda run, s, logs: not (run / "csv").exists() and not (run / "wandb").exists(),
+    # default: the best checkpoint by the monitored metric and the throughput in the record.
+    "callbacks=default trainer.enable_progress_bar=true": lambda run, s, logs: (
+        (run / "checkpoints" / "best.ckpt").is_file() and s["tokens_per_s"] > 0 and s["best"]["metric"] == "val/perplexity"),
+    # none: no checkpoint callback (so no checkpoints) and no throughput.
+    "callbacks=none": lambda run, s, logs: not (run / "checkpoints").exists() and s["tokens_per_s"] is None,
+    "trainer=cpu": lambda run, s, logs: torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)[
+        "lmexp"]["config"]["trainer"]["accelerator"] == "cpu",
+    "debug=fast": lambda run, s, logs: s["global_step"] == 4,
+    # overfit: the same few batches again and again, so the training loss falls far.
+    "debug=overfit trainer.max_steps=40 trainer.val_check_interval=20": lambda run, s, logs: (
+        (losses := train_losses(run))[-1] < 0.7 * losses[0]),
+    "debug=profile trainer.max_steps=12": lambda run, s, logs: "Profiler Report" in logs and "run_training_batch" in logs,
+}
+
+
+@pytest.mark.parametrize("choice", list(OPTION_EFFECTS))
+def test_other_group_options_run_and_take_effect(make_cfg, tmp_path, small_corpus, caplog, choice):
+    caplog.set_level("INFO")
     train(make_cfg([*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], *choice.split()]))
-    assert read_summary(tmp_path / "run")["status"] == "completed"
+    run = tmp_path / "run"
+    summary = read_summary(run)
+    assert summary["status"] == "completed"
+    assert OPTION_EFFECTS[choice](run, summary, caplog.text), f"{choice}: no visible effect in {sorted(p.name for p in run.iterdir())}"
 
 
 def test_second_identical_run_skips_preprocessing(make_cfg, tmp_path, small_corpus):
@@ -193,14 +239,14 @@ def test_failed_run_is_recorded_as_failed(make_cfg, tmp_path, small_corpus, monk
 
 
 def test_final_table_keeps_names_and_numbers_whole_at_80_columns(monkeypatch, capsys, tmp_path):
-    from lmexp.train import print_results
+    from lmexp.runs.record import RunRecord, print_results
 
     monkeypatch.setenv("COLUMNS", "80")
     metrics = {f"{stage}/{name}": value for stage in ("val", "test")
                for name, value in (("loss", 12.345678), ("perplexity", 229_345.123456), ("acc", 0.123456),
                                    ("f1", 0.5), ("precision", 0.25), ("recall", 0.75), ("mcc", -0.5))}
     run_dir = tmp_path / "outputs" / "runs" / ("2026-12-01_12-00-00_" + "a" * 60)
-    print_results({"metrics": metrics, "global_step": 10, "wall_time_s": 1.5, "tokens_per_s": 1234.5}, run_dir)
+    print_results(RunRecord(run_dir, metrics=metrics, global_step=10, wall_time_s=1.5, tokens_per_s=1234.5))
     out = capsys.readouterr().out
     assert all(len(line) <= 80 for line in out.splitlines() if not line.startswith("run directory"))
     for text in ("perplexity", "229345.1235", "precision", "recall", "-0.5000", "12.3457"):

@@ -17,7 +17,8 @@ SUMMARY = "summary.json"
 METRIC_ORDER = ("loss", "perplexity", "acc", "f1", "precision", "recall", "mcc")  # as tables list them
 # Keys that say where a run writes or how fast it computes (impl: speed-only settings), not what it
 # computes: left out of the config hash.
-NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "impl", "ckpt_path", "tags", "task_name",
+NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "impl", "ckpt_path", "tags",
+                        "task_name",  # gone from train.yaml; older records still have it
                         "allow_config_change", "trust_checkpoint", "checkpoint",  # how a run resumes and saves
                         "resume", "fail_fast")  # the last two: lmexp.runs.sweep.SWEEP_SWITCHES
 

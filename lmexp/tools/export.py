@@ -43,6 +43,8 @@ def gpt2_from_native(model: nn.Module, tokenizer) -> nn.Module:
                      "equivalent (BERT is post-LN, with an embedding LayerNorm and an MLM head transform)")
     if model.pos_emb is None:
         raise refuse("model.positions=rotary: GPT-2 has learned absolute positions only")
+    if model.blocks[0].post_norm:
+        raise refuse("model.norm_position=post: GPT-2 is pre-LN (LayerNorm before attention and MLP, and a final one)")
     if isinstance(model.ln_f, nn.Identity):
         raise refuse("model.norm=false: GPT-2 always applies LayerNorm")
     first = model.blocks[0]
