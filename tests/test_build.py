@@ -48,3 +48,14 @@ def test_online_with_credentials_but_no_network_waits_briefly_then_logs_offline(
     train(make_cfg(online))
     assert_logged_offline(tmp_path / "run")
     assert any("W&B online logging failed" in r.message for r in caplog.records)
+
+
+def test_a_target_that_does_not_import_names_itself(make_cfg):
+    from lmexp.build import build_datamodule, build_objective
+    from lmexp.errors import ConfigError
+
+    cfg = make_cfg([*TINY, "data.source._target_=mypkg_not_installed.Stories"])
+    with pytest.raises(ConfigError) as err:
+        build_datamodule(cfg, build_objective(cfg))
+    assert str(err.value).startswith("data: cannot import mypkg_not_installed.Stories (")
+    assert str(err.value).endswith("is its package installed, or on PYTHONPATH?")

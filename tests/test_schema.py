@@ -189,3 +189,16 @@ def test_impl_schema_matches_the_impl_settings():
     from lmexp.schema import IMPL
 
     assert set(IMPL.keys) == {f.name for f in dataclasses.fields(Impl)}
+
+
+def test_a_plug_in_source_may_read_data_keys_of_its_own():
+    """A source lmexp does not know may take keys at the data level (through interpolations, as
+    conf/data/text_files.yaml does); for a known source an unknown data key is still an error."""
+    from lmexp.schema import TRAIN, check_config
+
+    def data(target: str) -> dict:
+        return {"data": {"source": {"_target_": target, "stories": 5}, "stories": 5, "batch_size": 2, "block_size": 8}}
+
+    assert check_config(data("mypkg.StorySource"), TRAIN) == []
+    problems = check_config(data("lmexp.data.sources.PythonStdlib"), TRAIN)
+    assert any(p.startswith("data.stories: unknown key") for p in problems), problems
