@@ -532,4 +532,7 @@ def log_comparison(runs, entries: list[dict], metric: str, title: str, config: d
         path = Path(run.dir).parent
     finally:
         run.finish()
+    from lmexp.tools.wandb_offline import wait_until_written
+
+    wait_until_written(path)  # so the run can be read back (or synced) as soon as this returns
     return path

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,23 @@ def read_offline_run(path: str | Path) -> OfflineRun:
     run.config.pop(_INTERNAL_KEY, None)
     run.summary.pop(_INTERNAL_KEY, None)
     return run
+
+
+def wait_until_written(path: str | Path, timeout: float = 30.0) -> OfflineRun:
+    """The run, once its writer has flushed it whole (its exit record is in): W&B's `finish()` can
+    return a moment before its writer process has written the file's last records."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = read_offline_run(path)
+            if run.exit_code is not None:
+                return run
+        except ValueError:  # no run record yet
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)
 
 
 def _wandb_file(path: Path) -> Path:
