@@ -71,8 +71,15 @@ def start_run(loggers: list, cfg: DictConfig, overrides: list[str]) -> dict | No
 def finish_wandb(success: bool) -> None:
     """Close the W&B run whatever happened, so the next job in this process gets its own run."""
     wandb = sys.modules.get("wandb")  # never imported just to close nothing
-    if wandb is not None and wandb.run is not None:
-        wandb.finish(exit_code=0 if success else 1)
+    if wandb is None or wandb.run is None:
+        return
+    offline = wandb.run.settings.mode in ("offline", "dryrun")
+    run_dir = Path(wandb.run.dir).parent  # <...>/offline-run-<time>-<id>/files → the run's directory
+    wandb.finish(exit_code=0 if success else 1)
+    if offline:  # so the run can be read back (or synced) as soon as this returns
+        from lmexp.wandb_offline import wait_until_written
+
+        wait_until_written(run_dir)
 
 
 def build_wandb_logger(cfg: DictConfig, node: DictConfig, run_dir: Path, wandb_id: str | None,

@@ -7,7 +7,7 @@ import pytest
 from conftest import SMALL_MODEL, TINY
 from conftest import read_summary
 from lmexp.train import train
-from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from lmexp.evaluate import evaluate
 from lmexp.objectives.classification import class_weight_tensor
 from conftest import read_summary
 from lmexp.train import train
-from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 METRICS = ["acc", "f1", "precision", "recall", "mcc"]
 CLASSIFY = ["objective=classification", "tokenizer=byte", "data.max_length=48"]

@@ -165,7 +165,7 @@ def test_tables_keep_names_and_numbers_whole_at_80_columns(tiny_sweep, capsys, m
 
 
 def test_wandb_run_config_and_summary_are_made_for_comparing(tiny_sweep):
-    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
     _, sweep_dir = tiny_sweep
     job = sweep_dir / "0"
@@ -190,7 +190,7 @@ def test_wandb_run_config_and_summary_are_made_for_comparing(tiny_sweep):
 
 
 def test_compare_logs_the_comparison_as_a_wandb_run(tiny_sweep, tmp_path, capsys):
-    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
     _, sweep_src = tiny_sweep
     sweep_dir = shutil.copytree(sweep_src, tmp_path / sweep_src.name)

@@ -16,7 +16,7 @@ from lmexp.models.hf import HFModel
 from lmexp.models.transformer import Transformer
 from lmexp.runs.load import load_trained_run
 from lmexp.train import train
-from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 # A hand-made next-token distribution over 4 tokens.
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])

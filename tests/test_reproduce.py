@@ -173,7 +173,7 @@ def test_a_claim_that_surely_holds_holds(tmp_path, monkeypatch, capsys):
     """lr ~0 against a working lr, 3 seeds, 10 steps: the working lr has the lower loss for sure."""
     from scipy import stats
 
-    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
     monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))

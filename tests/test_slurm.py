@@ -16,7 +16,7 @@ import pytest
 from conftest import cli, start_cli, sweep_job, wait_for_record
 from lmexp.tools import compare
 from conftest import read_summary
-from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 
 def _cluster_reason() -> str | None:

@@ -23,7 +23,7 @@ from lmexp.config import config_dir, register_resolvers
 from lmexp.errors import ConfigError
 from conftest import read_summary
 from lmexp.train import train
-from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 
 def job_dirs(sweep_dir):

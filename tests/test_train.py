@@ -12,7 +12,7 @@ import torch
 from conftest import SHARED_DATA, SMALL_MODEL, TINY, train_losses
 from conftest import read_summary
 from lmexp.train import train
-from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 LM_METRICS = ["loss", "perplexity", "acc", "f1"]
 

@@ -4,7 +4,7 @@ import pytest
 import wandb
 from pytorch_lightning.loggers import WandbLogger
 
-from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
 CONFIG = {"lr": 0.001, "model": {"d_model": 64, "layers": [2, 2]}, "name": "tiny", "big": "x" * 100_000}
 LOSSES = [2.5, 1.75, 1.5]

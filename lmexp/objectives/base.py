@@ -52,8 +52,7 @@ class Objective:
         self.monitor_mode = monitor_mode
 
     def bind(self, tokenizer, labels: list | None = None, label_counts: list[int] | None = None) -> None:
-        """Called once the data is tokenized, before training."""
-        self.tokenizer = tokenizer
+        """Called once the data is tokenized, before training (default: nothing to take from it)."""
 
     def collate(self, rows) -> dict[str, torch.Tensor]:
         raise NotImplementedError

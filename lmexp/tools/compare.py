@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from lmexp.errors import ConfigError
 from lmexp.runs.record import METRIC_ORDER, SUMMARY, RunRecord
+from lmexp.wandb_logging import finish_wandb
 
 STAGES = ("val", "test")
 
@@ -242,7 +243,7 @@ def write_csv(rows: list[Row], keys: list[str], metrics: list[str], path: str) -
 
 def from_wandb(runs: list[RunRecord], metrics: list[str]) -> tuple[list[RunRecord], list[str]]:
     """The runs with status and metrics read from their offline W&B runs, and the disagreements."""
-    from lmexp.tools.wandb_offline import find_offline_runs, read_offline_run
+    from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
     result, mismatches = [], []
     for run in runs:
@@ -531,8 +532,5 @@ def log_comparison(runs, entries: list[dict], metric: str, title: str, config: d
         run.summary.update({**values, **(summary or {})})
         path = Path(run.dir).parent
     finally:
-        run.finish()
-    from lmexp.tools.wandb_offline import wait_until_written
-
-    wait_until_written(path)  # so the run can be read back (or synced) as soon as this returns
+        finish_wandb(success=True)  # and wait until its file is whole
     return path

@@ -89,21 +89,18 @@ def read_offline_run(path: str | Path) -> OfflineRun:
     return run
 
 
-def wait_until_written(path: str | Path, timeout: float = 30.0) -> OfflineRun:
-    """The run, once its writer has flushed it whole (its exit record is in): W&B's `finish()` can
-    return a moment before its writer process has written the file's last records."""
+def wait_until_written(path: str | Path, timeout: float = 30.0) -> None:
+    """Return once the run's writer has flushed it whole (its exit record is in): W&B's `finish()`
+    can return a moment before its writer process has written the file's last records."""
     deadline = time.monotonic() + timeout
-    while True:
+    while time.monotonic() < deadline:
         try:
-            run = read_offline_run(path)
-            if run.exit_code is not None:
-                return run
+            if read_offline_run(path).exit_code is not None:
+                return
         except ValueError:  # no run record yet
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            return run
+            pass
         time.sleep(0.1)
+    read_offline_run(path)  # still incomplete: without a run record, say so
 
 
 def _wandb_file(path: Path) -> Path:
