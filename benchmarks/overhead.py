@@ -70,7 +70,8 @@ def main() -> None:
         optimizer = make_optimizer(param_groups(model), **impl.optimizer_kwargs(make_optimizer))
         scheduler = make_scheduler(optimizer, total_steps=total)
         model.train()
-        forward = impl.compiled(model) or model
+        compiled = impl.compiled(model)
+        forward = model if compiled is None else compiled
         for i, batch in enumerate(batches):
             if i == args.warmup:
                 start = time.perf_counter()

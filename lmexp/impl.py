@@ -7,7 +7,9 @@ never makes a different experiment. `Impl` mirrors conf/impl/default.yaml; LMMod
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -51,10 +53,12 @@ class Impl:
             torch.set_num_threads(self.threads)
         torch.set_float32_matmul_precision(self.matmul_precision)
 
-    def compiled(self, model: nn.Module) -> Callable | None:
-        """The model compiled for training, or None when compile is off."""
+    def compiled(self, model: nn.Module, device: torch.device | None = None) -> Callable | None:
+        """The model compiled for training on `device`, or None when compile is off."""
         if not self.compile:
             return None
+        if device is None or device.type == "cpu":
+            reuse_cpu_isa_probe()
         # dynamic=False: a batch of another size (an epoch's last) gets its own static graph instead
         # of turning the whole model into a slower dynamic-shape one.
         return torch.compile(model, mode=self.compile_mode, dynamic=False)
@@ -75,3 +79,34 @@ class Impl:
         if self.fused_optimizer and accepts_fused and "fused" not in getattr(factory, "keywords", {}):
             return {"fused": True}
         return {}
+
+
+def reuse_cpu_isa_probe() -> None:
+    """Inductor checks each vector ISA the CPU claims (AVX2, AVX-512, AMX) by building a probe library
+    and loading it in a child Python, in every process that compiles for the CPU: about 3 s of each
+    compiled run on a 2-core machine. The outcome depends only on the CPU, the compiler and torch,
+    so it is kept beside inductor's own cache; when it was "every claimed ISA works", later runs tell
+    inductor so through its `cpp.vec_isa_ok` setting instead of probing again."""
+    from torch._inductor import config, cpp_builder, cpu_vec_isa
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    if config.cpp.vec_isa_ok is not None:  # set by the user (TORCHINDUCTOR_VEC_ISA_OK)
+        return
+
+    def valid_isas(assume_ok: bool | None) -> list[str]:
+        config.cpp.vec_isa_ok = assume_ok
+        cpu_vec_isa.valid_vec_isa_list.cache_clear()
+        return [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
+
+    claimed = valid_isas(True)  # from the CPU's flags alone, no probe
+    key = {"torch": torch.__version__, "compiler": cpp_builder.get_cpp_compiler(), "claimed": claimed}
+    record = Path(cache_dir()) / "lmexp-cpu-isa-probe.json"
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = None
+    if isinstance(known, dict) and known.get("key") == key and known.get("works") == claimed:
+        return  # vec_isa_ok stays True, and inductor's cached ISA list is the claimed one
+    works = valid_isas(None)  # inductor's own probe; its cached outcome serves this run's compile
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"key": key, "works": works}))

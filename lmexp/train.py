@@ -18,7 +18,7 @@ from lmexp.config import hydra_entry_point, hydra_runtime, resolved, sweep_group
 from lmexp.errors import ExpectedFailure
 from lmexp.runs.record import RunRecord, config_hash, git_info, package_versions, print_results
 from lmexp.runs.sweep import job_overrides, run_job
-from lmexp.wandb_logging import finish_wandb
+from lmexp.wandb_logging import finish_wandb, import_before_torch
 
 log = logging.getLogger("lmexp")
 
@@ -33,6 +33,7 @@ def train(cfg: DictConfig) -> float:
     start = time.perf_counter()
     try:
         validate(cfg)
+        import_before_torch(cfg)
         import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
         from pytorch_lightning.utilities import rank_zero_only
 

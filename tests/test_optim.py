@@ -115,3 +115,50 @@ def test_speed_settings_leave_the_config_hash_alone():
     other = {**base, "model": {"d_model": 32}}
     assert config_hash(OmegaConf.create(base)) == config_hash(OmegaConf.create(faster))
     assert config_hash(OmegaConf.create(base)) != config_hash(OmegaConf.create(other))
+
+
+
+def test_cpu_isa_probe_runs_once_per_machine_then_is_reused(tmp_path, monkeypatch):
+    from torch._inductor import config, cpu_vec_isa
+
+    from lmexp.impl import reuse_cpu_isa_probe
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(config.cpp, "vec_isa_ok", None)
+    probes, probe_passes = [], [True]
+
+    def check_build(isa, code):  # inductor's probe: build a library with the ISA's flags, load it
+        probes.append(str(isa))
+        return probe_passes[0]
+
+    monkeypatch.setattr(cpu_vec_isa.VecISA, "check_build", check_build)
+    forget_probes()
+    try:
+        reuse_cpu_isa_probe()  # first compiled run on this machine: inductor probes, the outcome is kept
+        first = list(probes)
+        if not first:
+            pytest.skip("this CPU claims no vector ISA, so inductor has nothing to probe")
+        assert config.cpp.vec_isa_ok is None  # this run's compile uses the probe's cached outcome
+        forget_probes()
+        reuse_cpu_isa_probe()  # every claimed ISA worked: no probe again, and inductor is told so
+        assert probes == first and config.cpp.vec_isa_ok is True
+
+        # Where an ISA fails its probe, every run probes again: never assumed to work.
+        probe_passes[0] = False
+        (tmp_path / "lmexp-cpu-isa-probe.json").unlink()
+        for _ in range(2):
+            config.cpp.vec_isa_ok = None
+            forget_probes()  # as in a new process
+            before = len(probes)
+            reuse_cpu_isa_probe()
+            assert len(probes) > before and config.cpp.vec_isa_ok is None
+    finally:
+        forget_probes()
+
+
+def forget_probes() -> None:
+    """Inductor's in-process memory of ISA probe outcomes (a new process starts without it)."""
+    from torch._inductor import cpu_vec_isa
+
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    cpu_vec_isa.VecISA._VecISA__bool__impl.cache_clear()

@@ -3,6 +3,7 @@ tokenizer, data, optimizer, scheduler, logger, callbacks, trainer and debug opti
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -252,3 +253,41 @@ def test_final_table_keeps_names_and_numbers_whole_at_80_columns(monkeypatch, ca
     for text in ("perplexity", "229345.1235", "precision", "recall", "-0.5000", "12.3457"):
         assert text in out, out
     assert str(run_dir) in out.replace("\n", "")  # the path to type, whole (soft-wrapped, never cut)
+
+
+def test_training_values_logged_only_when_written_are_the_same_values(make_cfg, tmp_path, small_corpus,
+                                                                     monkeypatch):
+    """LMModule logs train/ values only on the steps Lightning writes them (every log_every_n_steps,
+    and the last step): the CSV rows and the run record hold what logging every step gives."""
+    from lmexp.module import LMModule
+
+    logged_losses = []
+    log = LMModule.log
+
+    def counting_log(self, name, value, *args, **kwargs):
+        if name == "train/loss":
+            logged_losses.append(self.global_step)
+        return log(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(LMModule, "log", counting_log)
+    common = [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+              *SMALL_MODEL["native"], "trainer.max_steps=7", "trainer.val_check_interval=7"]
+    train(make_cfg([*common, "trainer.log_every_n_steps=1"], run="every"))
+    assert logged_losses == list(range(7))
+    logged_losses.clear()
+    train(make_cfg([*common, "trainer.log_every_n_steps=3"], run="sparse"))
+    assert logged_losses == [2, 5, 6]  # written at steps 3 and 6; the last step for the record
+
+    def rows(run: str) -> dict[int, dict]:
+        with open(tmp_path / run / "csv" / "metrics.csv") as f:
+            return {int(r["step"]): r for r in csv.DictReader(f) if r.get("train/loss")}
+
+    every, sparse = rows("every"), rows("sparse")
+    assert sorted(every) == list(range(7)) and sorted(sparse) == [2, 5]
+    for step in sparse:
+        assert float(sparse[step]["train/loss"]) == pytest.approx(float(every[step]["train/loss"]), rel=1e-6)
+        assert float(sparse[step]["train/lr"]) == pytest.approx(float(every[step]["train/lr"]), rel=1e-9)
+    # The record's train/loss is the last step's, as before.
+    last = read_summary(tmp_path / "sparse")["metrics"]["train/loss"]
+    assert last == pytest.approx(float(every[6]["train/loss"]), rel=1e-6)
+    assert last == pytest.approx(read_summary(tmp_path / "every")["metrics"]["train/loss"], rel=1e-6)
