@@ -14,6 +14,7 @@ blocks or breaks a run.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -54,7 +55,7 @@ def import_before_torch(cfg: DictConfig) -> None:
     torch and Lightning. W&B's pydantic models look up each class's module with inspect.getmodule,
     which walks sys.modules: with torch, Lightning and inductor loaded that costs about 1 s more."""
     if (cfg.get("logger") or {}).get("wandb") is not None:
-        import wandb.sdk.launch.inputs.internal  # noqa: F401
+        importlib.import_module("wandb.sdk.launch.inputs.internal")
 
 
 def log_summary(metrics: dict[str, float]) -> None:
