@@ -54,26 +54,42 @@ def prepare_nanogpt(nanogpt: Path, input_txt: Path) -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, stdout=subprocess.DEVNULL)
 
 
-def timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> float:
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat; None elsewhere): for the steal share below."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, float | None]:
+    """The command's wall time, and the share of CPU time a virtual machine's host took away (steal)
+    meanwhile: a round with high steal was measured on a busy host."""
+    before = cpu_times()
     start = time.perf_counter()
     with log.open("w") as out:
         result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"failed ({result.returncode}): {' '.join(cmd)}; see {log}")
-    return seconds
+    after = cpu_times()
+    steal = None
+    if before and after and len(after) > 7 and sum(after) > sum(before):
+        steal = (after[7] - before[7]) / (sum(after) - sum(before))
+    return seconds, steal
 
 
 def run_nanogpt(nanogpt: Path, work: Path, index: int) -> dict:
     out_dir = work / f"nanogpt-out-{index}"
     log = work / f"nanogpt-{index}.log"
-    wall = timed([sys.executable, "train.py", *NANOGPT_ARGS, f"--out_dir={out_dir}"], nanogpt, log)
+    wall, steal = timed([sys.executable, "train.py", *NANOGPT_ARGS, f"--out_dir={out_dir}"], nanogpt, log)
     text = log.read_text()
     iters = [(int(n), float(ms)) for n, ms in re.findall(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", text, re.M)]
     train_ms = [ms for n, ms in iters if n % EVAL_INTERVAL != 0]
     val = re.findall(rf"^step {ITERS}: train loss [\d.]+, val loss ([\d.]+)", text, re.M)
     return {"wall_s": wall, "train_ms_per_iter": statistics.median(train_ms), "iterations": len(iters),
-            "val_loss": float(val[-1]) if val else None, "val_loss_20_batches": float(val[-1]) if val else None}
+            "val_loss": float(val[-1]) if val else None, "val_loss_20_batches": float(val[-1]) if val else None,
+            "steal": steal}
 
 
 def run_lmexp(data_dir: Path, work: Path, index: int, extra: list[str]) -> dict:
@@ -84,7 +100,7 @@ def run_lmexp(data_dir: Path, work: Path, index: int, extra: list[str]) -> dict:
            f"hydra.run.dir={run_dir}", "+callbacks.step_times._target_=lmexp.callbacks.StepTimes",
            f"+callbacks.step_times.path={times}", *extra]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    wall = timed(cmd, ROOT, log, env)
+    wall, steal = timed(cmd, ROOT, log, env)
     steps = [json.loads(line) for line in times.read_text().splitlines()]
     train_ms = [1000 * s["seconds"] for s in steps if not s["validated"]]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -96,7 +112,7 @@ def run_lmexp(data_dir: Path, work: Path, index: int, extra: list[str]) -> dict:
         val_20 = float(rows[-1]["val/loss"]) if rows else None
     return {"wall_s": wall, "train_ms_per_iter": statistics.median(train_ms), "iterations": len(steps),
             "val_loss": summary["metrics"].get("val/loss"), "val_loss_20_batches": val_20,
-            "mfu": summary.get("mfu")}
+            "mfu": summary.get("mfu"), "steal": steal}
 
 
 def fmt(value, spec: str) -> str:
@@ -121,7 +137,8 @@ def main() -> None:
     print(f"work folder: {work}; lmexp overrides: {args.lmexp_overrides or 'none'}", flush=True)
 
     rounds = []
-    header = (f"{'round':>5} {'':>8} {'wall s':>8} {'ms/iter':>8} {'val loss':>9} {'val@2000 (20 b.)':>17}")
+    header = (f"{'round':>5} {'':>8} {'wall s':>8} {'ms/iter':>8} {'val loss':>9} {'val@2000 (20 b.)':>17} "
+              f"{'steal %':>7}")
     for index in range(args.rounds):
         nano = run_nanogpt(nanogpt, work, index)
         lm = run_lmexp(args.data.resolve(), work, index, args.lmexp_overrides)
@@ -129,7 +146,7 @@ def main() -> None:
         print(header if index == 0 else "", end="\n" if index == 0 else "")
         for name, r in (("nanoGPT", nano), ("lmexp", lm)):
             print(f"{index:>5} {name:>8} {r['wall_s']:8.1f} {r['train_ms_per_iter']:8.2f} {fmt(r['val_loss'], '9.4f')} "
-                  f"{fmt(r['val_loss_20_batches'], '17.4f')}", flush=True)
+                  f"{fmt(r['val_loss_20_batches'], '17.4f')} {fmt(r['steal'] and 100 * r['steal'], '7.1f')}", flush=True)
         print(f"{index:>5} {'ratio':>8} {lm['wall_s'] / nano['wall_s']:8.3f} "
               f"{lm['train_ms_per_iter'] / nano['train_ms_per_iter']:8.3f}", flush=True)
 
