@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -108,5 +109,9 @@ def reuse_cpu_isa_probe() -> None:
     if isinstance(known, dict) and known.get("key") == key and known.get("works") == claimed:
         return  # vec_isa_ok stays True, and inductor's cached ISA list is the claimed one
     works = valid_isas(None)  # inductor's own probe; its cached outcome serves this run's compile
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"key": key, "works": works}))
+    try:  # atomically: ranks of one job may write it at once
+        tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "works": works}))
+        os.replace(tmp, record)
+    except OSError:  # a read-only cache: probe again next time
+        pass
