@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import SMALL_MODEL, TINY, read_summary
 from lmexp import flops
+from lmexp.train import train
 from lmexp.models.transformer import Transformer
 
 V, D, L, T = 50, 16, 2, 8
@@ -75,3 +78,19 @@ def test_cpu_peak_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatc
     monkeypatch.setattr(flops, "measure_cpu_matmul_flops", no_measuring)
     assert flops.cpu_peak_flops() == measured
     flops.cpu_peak_flops.cache_clear()
+
+
+def test_a_run_faster_than_the_measured_cpu_peak_raises_it(make_cfg, tmp_path, monkeypatch, small_corpus):
+    """A peak measured at a busy moment would put train/mfu above 1: the run's own rate bounds it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    flops._write_cpu_peak(1e6)  # cached from a busy moment: far below what any run computes
+    monkeypatch.setattr(flops, "measure_cpu_matmul_flops", lambda: 2e6)  # and measured low again
+    try:
+        train(make_cfg([*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+                        *SMALL_MODEL["native"], "trainer.accelerator=cpu"]))
+        summary = read_summary(tmp_path / "run")
+        assert summary["flops_per_s"] > 2e6
+        assert summary["mfu"] == pytest.approx(1.0)  # the peak is at least what this run reached
+        assert flops.cpu_peak_flops() == pytest.approx(summary["flops_per_s"])  # kept for the next run
+    finally:
+        flops.cpu_peak_flops.cache_clear()

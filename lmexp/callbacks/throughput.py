@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+
+
+log = logging.getLogger(__name__)
 
 
 class TokenThroughput(pl.Callback):
@@ -16,7 +20,8 @@ class TokenThroughput(pl.Callback):
     size), and keeps the whole-run averages in `tokens_per_s`, `flops_per_s` and `mfu` for the run record.
 
     The peak is `impl.peak_flops` when set, else a known GPU's data-sheet peak, else on CPU a measured
-    fp32 matmul rate (lmexp.flops.cpu_peak_flops); `peak_flops` may also be given here.
+    fp32 matmul rate (lmexp.flops.cpu_peak_flops); `peak_flops` may also be given here. A run that
+    computes faster than the measured CPU peak raises it (the peak is at least what a run reached).
     """
 
     def __init__(self, peak_flops: float | None = None) -> None:
@@ -31,6 +36,7 @@ class TokenThroughput(pl.Callback):
         self._step_start = None
         self._model = None
         self._flops_per_token: dict[int, int] = {}  # by sequence length
+        self._measured_cpu_peak = False
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -52,9 +58,21 @@ class TokenThroughput(pl.Callback):
         self._model = pl_module.model
         self.world_size = trainer.world_size
         if self.peak_flops is None:
-            impl = getattr(pl_module, "impl", None)
-            self.peak_flops = getattr(impl, "peak_flops", None) or flops.peak_flops(
-                pl_module.device, str(trainer.precision), torch.get_float32_matmul_precision())
+            self.peak_flops = getattr(getattr(pl_module, "impl", None), "peak_flops", None)
+        if self.peak_flops is None:
+            self.peak_flops = flops.peak_flops(pl_module.device, str(trainer.precision),
+                                               torch.get_float32_matmul_precision())
+            self._measured_cpu_peak = pl_module.device.type == "cpu"
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        from lmexp import flops
+
+        achieved = self.flops_per_s and self.flops_per_s / self.world_size
+        if self._measured_cpu_peak and achieved and achieved > self.peak_flops:
+            old, self.peak_flops = self.peak_flops, flops.raise_cpu_peak(achieved)
+            log.warning("this run computed %.1f GFLOP/s per device, above the measured CPU peak of %.1f GFLOP/s; "
+                        "the peak is now %.1f GFLOP/s (set impl.peak_flops to fix it)",
+                        achieved / 1e9, old / 1e9, self.peak_flops / 1e9)
 
     def _batch_flops(self, batch) -> float:
         from lmexp import flops
