@@ -12,7 +12,6 @@ forward's 2 T d (QK^T) + 2 T d (AV) per layer and token. Causal masking is not d
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from lmexp.machine_cache import read_json, write_json
 
 # Dense peak FLOP/s per device from the vendors' data sheets (no sparsity): (bf16/fp16, tf32, fp32).
 GPU_PEAKS = {
@@ -127,23 +128,14 @@ def raise_cpu_peak(achieved: float) -> float:
 
 
 def _read_cpu_peaks() -> dict:
-    try:
-        cached = json.loads(_cpu_cache_file().read_text())
-    except (OSError, ValueError):
-        return {}
+    cached = read_json(_cpu_cache_file())
     return cached if isinstance(cached, dict) else {}
 
 
 def _write_cpu_peak(value: float) -> float:
-    path, cached = _cpu_cache_file(), _read_cpu_peaks()
+    cached = _read_cpu_peaks()
     cached[_cpu_key()] = value
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
-        os.replace(tmp, path)
-    except OSError:  # a read-only home: measure again next time
-        pass
+    write_json(_cpu_cache_file(), cached)
     cpu_peak_flops.cache_clear()
     return value
 

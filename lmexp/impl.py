@@ -7,14 +7,14 @@ never makes a different experiment. `Impl` mirrors conf/impl/default.yaml; LMMod
 from __future__ import annotations
 
 import inspect
-import json
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from lmexp.machine_cache import read_json, write_json
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 
@@ -102,16 +102,8 @@ def reuse_cpu_isa_probe() -> None:
     claimed = valid_isas(True)  # from the CPU's flags alone, no probe
     key = {"torch": torch.__version__, "compiler": cpp_builder.get_cpp_compiler(), "claimed": claimed}
     record = Path(cache_dir()) / "lmexp-cpu-isa-probe.json"
-    try:
-        known = json.loads(record.read_text())
-    except (OSError, ValueError):
-        known = None
+    known = read_json(record)
     if isinstance(known, dict) and known.get("key") == key and known.get("works") == claimed:
         return  # vec_isa_ok stays True, and inductor's cached ISA list is the claimed one
     works = valid_isas(None)  # inductor's own probe; its cached outcome serves this run's compile
-    try:  # atomically: ranks of one job may write it at once
-        tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "works": works}))
-        os.replace(tmp, record)
-    except OSError:  # a read-only cache: probe again next time
-        pass
+    write_json(record, {"key": key, "works": works})
