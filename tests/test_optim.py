@@ -124,7 +124,6 @@ def test_cpu_isa_probe_runs_once_per_machine_then_is_reused(tmp_path, monkeypatc
     from lmexp.impl import reuse_cpu_isa_probe
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(config.cpp, "vec_isa_ok", None)
     probes, probe_passes = [], [True]
 
     def check_build(isa, code):  # inductor's probe: build a library with the ISA's flags, load it
@@ -133,27 +132,32 @@ def test_cpu_isa_probe_runs_once_per_machine_then_is_reused(tmp_path, monkeypatc
 
     monkeypatch.setattr(cpu_vec_isa.VecISA, "check_build", check_build)
     forget_probes()
-    try:
-        reuse_cpu_isa_probe()  # first compiled run on this machine: inductor probes, the outcome is kept
-        first = list(probes)
-        if not first:
-            pytest.skip("this CPU claims no vector ISA, so inductor has nothing to probe")
-        assert config.cpp.vec_isa_ok is None  # this run's compile uses the probe's cached outcome
-        forget_probes()
-        reuse_cpu_isa_probe()  # every claimed ISA worked: no probe again, and inductor is told so
-        assert probes == first and config.cpp.vec_isa_ok is True
+    # torch's own config.patch, never monkeypatch: pytest >= 9.2 undoes a patch of an attribute that
+    # is not in the object's own __dict__ by deleting it, and torch's config then hides the entry,
+    # breaking every later compile in the process (pytest #10644).
+    with config.patch({"cpp.vec_isa_ok": None}):
+        try:
+            reuse_cpu_isa_probe()  # first compiled run on this machine: inductor probes, the outcome is kept
+            first = list(probes)
+            if not first:
+                pytest.skip("this CPU claims no vector ISA, so inductor has nothing to probe")
+            assert config.cpp.vec_isa_ok is None  # this run's compile uses the probe's cached outcome
+            forget_probes()
+            reuse_cpu_isa_probe()  # every claimed ISA worked: no probe again, and inductor is told so
+            assert probes == first and config.cpp.vec_isa_ok is True
 
-        # Where an ISA fails its probe, every run probes again: never assumed to work.
-        probe_passes[0] = False
-        (tmp_path / "lmexp-cpu-isa-probe.json").unlink()
-        for _ in range(2):
-            config.cpp.vec_isa_ok = None
-            forget_probes()  # as in a new process
-            before = len(probes)
-            reuse_cpu_isa_probe()
-            assert len(probes) > before and config.cpp.vec_isa_ok is None
-    finally:
-        forget_probes()
+            # Where an ISA fails its probe, every run probes again: never assumed to work.
+            probe_passes[0] = False
+            (tmp_path / "lmexp-cpu-isa-probe.json").unlink()
+            for _ in range(2):
+                config.cpp.vec_isa_ok = None
+                forget_probes()  # as in a new process
+                before = len(probes)
+                reuse_cpu_isa_probe()
+                assert len(probes) > before and config.cpp.vec_isa_ok is None
+        finally:
+            forget_probes()
+    assert config.cpp.vec_isa_ok is None  # restored, not deleted: later compiles in this process work
 
 
 def forget_probes() -> None:
