@@ -33,7 +33,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lmexp.errors import ConfigError
+from lmexp.errors import ConfigError, cannot_write
 
 TRUST_HINT = "if you trust whoever made this file, add trust_checkpoint=true (it may then run code)"
 
@@ -142,11 +142,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         tmp = f"{path}.tmp"
-        super().save_checkpoint(checkpoint, tmp, storage_options)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except BaseException as err:
+            Path(tmp).unlink(missing_ok=True)  # free what the failed write took; the previous file stays whole
+            refused = isinstance(err, Exception) and cannot_write(Path(path).parent, f"the checkpoint {Path(path).name}", err, _tensor_bytes(checkpoint))
+            if not refused:
+                raise
+            raise refused from err
         os.replace(tmp, path)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(str(path), trust=self.trust)
+
+
+def _tensor_bytes(state: Any) -> int:
+    """About how many bytes torch.save writes for `state`: its tensors' storage."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in state)
+    return 0
 
 
 def save_last(trainer: pl.Trainer) -> None:

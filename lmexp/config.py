@@ -4,6 +4,7 @@ bad config is reported in well under a second, before the heavy stack loads."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import uuid
@@ -65,6 +66,8 @@ def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Cal
             sys.exit(1)
 
     def main() -> None:
+        # A full disk must cost one line, not a "--- Logging error ---" traceback per log call.
+        logging.raiseExceptions = False
         register_resolvers()
         quiet_third_party()
         hydra_main()

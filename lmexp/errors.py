@@ -33,33 +33,40 @@ _REFUSED = {13: "permission denied", 1: "permission denied", 30: "the file syste
 
 
 def cannot_write(path: str | os.PathLike[str], what: str, err: BaseException,
-                 needed_bytes: int | None = None) -> ExpectedFailure | None:
-    """The one-line `CannotWrite` for an OSError raised while writing `what` to `path`, or None
-    when `err` is not a refused write (then the caller re-raises it).
+                 needed_bytes: int | None = None) -> CannotWrite | None:
+    """The one-line `CannotWrite` for an error raised while writing `what` to `path`, or None when
+    `err` is not a refused write (then the caller re-raises it).
 
-    Also recognises the disk-full message of libraries that check the room first (datasets:
-    "Not enough free space")."""
-    errno = getattr(err, "errno", None)
-    text = str(err)
-    if errno in _NO_ROOM or "Not enough free space" in text or "No space left" in text:
-        reason = _NO_ROOM.get(errno, "the disk is full")
+    A refused write is an OSError whose errno says so, a library's own disk-full message (datasets:
+    "Not enough free space"), or — for writers that hide the errno, like torch.save's "file write
+    failed" — any write error while the folder has less room than `needed_bytes`."""
+    folder = Path(path)
+    if folder.suffix or folder.is_file():  # a file: name its folder
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(_existing(folder)).free
+    except OSError:
+        free = None
+    errno, text = getattr(err, "errno", None), str(err)
+    if errno in _NO_ROOM:
+        reason = _NO_ROOM[errno]
+    elif "Not enough free space" in text or "No space left" in text or (
+            needed_bytes and free is not None and free < needed_bytes):
+        reason = "the disk is full"
     elif errno in _REFUSED:
         reason = _REFUSED[errno]
     else:
         return None
-    folder = Path(path)
-    if folder.suffix or not folder.is_dir():  # a file: name its folder
-        folder = folder.parent
     room = ""
-    try:
-        free = shutil.disk_usage(_existing(folder)).free
-        room = f"; {free / 2**20:.0f} MB free"
-        if needed_bytes:
-            room = f"; needs about {needed_bytes / 2**20:.0f} MB, {free / 2**20:.0f} MB free"
-    except OSError:
-        pass
+    if free is not None:
+        room = (f"; needs about {_mb(needed_bytes)}, {_mb(free)} free" if needed_bytes
+                else f"; {_mb(free)} free")
     return CannotWrite(f"cannot write {what} to {folder}: {reason}{room}. Make room (or choose "
                        f"another folder) and run the same command again")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n < 10 * 2**20 else f"{n / 2**20:.0f} MB"
 
 
 def _existing(folder: Path) -> Path:

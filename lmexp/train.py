@@ -15,8 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lmexp.config import hydra_entry_point, hydra_runtime, resolved, sweep_group, validate
-from lmexp.errors import ExpectedFailure
-from lmexp.runs.record import RunRecord, config_hash, git_info, package_versions, print_results
+from lmexp.errors import ExpectedFailure, cannot_write
+from lmexp.runs.record import SUMMARY, RunRecord, config_hash, git_info, package_versions, print_results
 from lmexp.runs.sweep import job_overrides, run_job
 from lmexp.wandb_logging import finish_wandb, import_before_torch
 
@@ -28,7 +28,10 @@ def train(cfg: DictConfig) -> float:
     record = RunRecord(Path(cfg.paths.output_dir), optimized_metric=OmegaConf.select(cfg, "optimized_metric"),
                        overrides=job_overrides(), seed=cfg.get("seed"), config_hash=config_hash(cfg),
                        git=git_info(), versions=package_versions())
-    record.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        record.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise (cannot_write(record.run_dir.parent, f"the run directory {record.run_dir.name}", err) or err) from err
     is_main = True  # every rank runs this function under DDP; only rank 0 writes (known once Lightning loads)
     start = time.perf_counter()
     try:
@@ -71,19 +74,35 @@ def train(cfg: DictConfig) -> float:
         record.status = "completed"
     except BaseException as err:
         record.status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
-        record.error = str(err) if isinstance(err, ExpectedFailure) else f"{type(err).__name__}: {err}"
-        if isinstance(err, ExpectedFailure):
+        refused = cannot_write(record.run_dir, "the run's files", err) if isinstance(err, OSError) else None
+        failure = refused or err
+        record.error = str(failure) if isinstance(failure, ExpectedFailure) else f"{type(err).__name__}: {err}"
+        if isinstance(failure, ExpectedFailure):
             log_traceback(err, record.run_dir)
+        if refused is not None:  # a full disk (CSV, logs, ...) is the machine's fault: one line, like bad input
+            raise refused from err
         raise
     finally:
         record.wall_time_s = round(time.perf_counter() - start, 3)
         finish_wandb(record.status == "completed")
         if is_main:
-            record.write()
+            write_record(record)
     if is_main:
         print_results(record)
     value = record.metrics.get(cfg.optimized_metric)
     return float("nan") if value is None else value
+
+
+def write_record(record: RunRecord) -> None:
+    """summary.json, or one line on stderr when the disk refuses it (the run's own error, if any,
+    is already on its way: a second traceback would only hide it)."""
+    try:
+        record.write()
+    except OSError as err:
+        refused = cannot_write(record.run_dir, f"the run record {SUMMARY}", err)
+        if refused is None:
+            raise
+        print(f"error: {refused}", file=sys.stderr)
 
 
 def describe_parts(record: RunRecord, parts, is_main: bool) -> None:
@@ -125,8 +144,11 @@ def log_traceback(err: BaseException, run_dir: Path) -> None:
     for handler in handlers:
         handler.handle(record)
     if not handlers:
-        with open(run_dir / "train.log", "a") as f:
-            f.write(logging.Formatter().format(record) + "\n")
+        try:
+            with open(run_dir / "train.log", "a") as f:
+                f.write(logging.Formatter().format(record) + "\n")
+        except OSError:
+            pass  # a full or read-only disk: the terminal's line is all there can be
 
 
 def _job(cfg: DictConfig) -> float:

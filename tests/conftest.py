@@ -149,3 +149,35 @@ def wait_for_record(job_dir: Path, status: str, timeout: float = 240) -> dict:
             return record
         time.sleep(0.2)
     raise AssertionError(f"{job_dir}: no record with status {status} after {timeout} s")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of a given size (tmpfs, mounted for the test), to fill up for real:
+    `small_disk(mb, read_only=False) -> Path`. Needs root (CI runs as root); skips elsewhere."""
+    mounted = []
+
+    def mount(mb: float, read_only: bool = False) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        options = f"size={int(mb * 1024)}k" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here to fill a disk for real ({done.stderr.strip() or 'not root'})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill_disk(disk: Path, leave_bytes: int) -> Path:
+    """Fill `disk` with one file until `leave_bytes` stay free; remove the file to make room again."""
+    import shutil
+
+    filler = disk / "filler"
+    free = shutil.disk_usage(disk).free
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, free - leave_bytes))
+    return filler

@@ -211,3 +211,50 @@ def test_last_checkpoint_cadence_without_validation(make_cfg, tmp_path, small_co
                     *SMALL_MODEL["native"], "trainer.max_steps=6", "trainer.val_check_interval=100", cadence]))
     assert steps == saved_at
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_a_full_disk_costs_one_line_and_the_last_good_checkpoint(make_cfg, tmp_path, small_corpus, small_disk, capfd):
+    """A real full disk (a small tmpfs) at a checkpoint save: a one-line CannotWrite naming the folder
+    and the room needed, a failed record, the earlier checkpoint whole; with room again the run resumes."""
+    from conftest import fill_disk
+    from lmexp.errors import CannotWrite
+
+    disk = small_disk(24)
+    overrides = [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+                 *SMALL_MODEL["native"], "trainer.max_steps=4", "trainer.val_check_interval=4", "logger=none"]
+    first = disk / "first"
+    train(make_cfg([*overrides, f"paths.output_dir={first}"]))
+    last = first / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    filler = fill_disk(disk, leave_bytes=len(before) // 2)  # room for the logs and the record, not a checkpoint
+    more = [*overrides, f"ckpt_path={first}", "trainer.max_steps=8"]
+    with pytest.raises(CannotWrite) as refused:
+        train(make_cfg([*more, f"paths.output_dir={disk / 'second'}"]))
+    line = str(refused.value)
+    assert "\n" not in line and line.startswith(f"cannot write the checkpoint ") and str(disk / "second") in line
+    assert "the disk is full; needs about" in line and "Traceback" not in capfd.readouterr().err
+    summary = read_summary(disk / "second")
+    assert summary["status"] == "failed" and summary["error"] == line
+    assert last.read_bytes() == before and not list((disk / "second" / "checkpoints").glob("*.tmp"))
+
+    filler.unlink()  # room again: the same command resumes from the last good checkpoint
+    train(make_cfg([*more, f"paths.output_dir={disk / 'third'}"]))
+    assert read_summary(disk / "third")["status"] == "completed"
+    assert torch.load(disk / "third" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_a_disk_with_no_room_or_read_only_fails_in_one_line(make_cfg, small_corpus, small_disk):
+    from conftest import fill_disk
+    from lmexp.errors import CannotWrite
+
+    overrides = [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+                 *SMALL_MODEL["native"], "logger=csv"]
+    full = small_disk(1)
+    fill_disk(full, leave_bytes=0)
+    with pytest.raises(CannotWrite, match=rf"^cannot write .* to {full}.*: the disk is full"):
+        train(make_cfg([*overrides, f"paths.output_dir={full / 'run'}"]))
+
+    read_only = small_disk(1, read_only=True)
+    with pytest.raises(CannotWrite, match=rf"^cannot write the run directory run to {read_only}: the file system is read-only"):
+        train(make_cfg([*overrides, f"paths.output_dir={read_only / 'run'}"]))
