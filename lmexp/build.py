@@ -176,11 +176,12 @@ def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) 
     )
 
 
-def checkpoint_state(cfg: DictConfig, parts: RunParts, tokenizer_dir: Path | None, wandb: dict | None) -> dict:
+def checkpoint_state(cfg: DictConfig, parts: RunParts, tokenizer_dir: Path | None, wandb: dict | None,
+                     versions: dict | None = None) -> dict:
     """What every checkpoint carries beside the weights (`checkpoint["lmexp"]`), so that a .ckpt alone
     can be evaluated, sampled, exported or resumed: the resolved config, the tokenizer's files
-    (from tokenizer_dir; None on ranks that write nothing), the W&B run id, the data fingerprint
-    and a classifier's labels."""
+    (from tokenizer_dir; None on ranks that write nothing), the W&B run id, the data fingerprint,
+    a classifier's labels and the package versions it was trained with."""
     from lmexp.checkpointing import tokenizer_files
 
     return {
@@ -189,6 +190,7 @@ def checkpoint_state(cfg: DictConfig, parts: RunParts, tokenizer_dir: Path | Non
         "wandb_run_id": (wandb or {}).get("run_id"),
         "data_fingerprint": parts.datamodule.fingerprint,
         "labels": parts.datamodule.labels,
+        "versions": versions,
     }
 
 

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmexp.config import hydra_entry_point, hydra_runtime, resolved, sweep_group, validate
 from lmexp.errors import ExpectedFailure, cannot_write
-from lmexp.runs.record import SUMMARY, RunRecord, config_hash, git_info, package_versions, print_results
+from lmexp.runs.record import (SUMMARY, RunRecord, config_hash, git_info, package_versions, print_results,
+                               version_changes)
 from lmexp.runs.sweep import job_overrides, run_job
 from lmexp.wandb_logging import finish_wandb, import_before_torch
 
@@ -48,6 +49,9 @@ def train(cfg: DictConfig) -> float:
         # model=from_run: the architecture, the tokenizer and (once built) the weights of an earlier run.
         pretrained = init_from.adopt(cfg) if cfg.model.get("init_from") else None
         record.resumed_from, checkpoint, record.changed_keys = resume.checkpoint_to_resume(cfg, resolved(cfg))
+        if checkpoint is not None:
+            for change in version_changes(resume.recorded_versions(checkpoint, record.resumed_from), record.versions):
+                log.warning("resuming a checkpoint made with other package versions: %s", change)
         parts = build.build_parts(cfg, pretrained=pretrained)
         describe_parts(record, parts, is_main)
 
@@ -58,7 +62,7 @@ def train(cfg: DictConfig) -> float:
             record.wandb = wandb_logging.start_run(loggers, cfg, record.overrides)
         trainer = build.build_trainer(cfg, loggers, build.build_callbacks(cfg, parts, record.run_dir))
         lm_module = build.build_module(cfg, parts, checkpoint_state=build.checkpoint_state(
-            cfg, parts, record.run_dir / "tokenizer" if is_main else None, record.wandb))
+            cfg, parts, record.run_dir / "tokenizer" if is_main else None, record.wandb, record.versions))
         trainer.fit(lm_module, datamodule=parts.datamodule, ckpt_path=record.resumed_from, weights_only=not cfg.trust_checkpoint)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import pytest
@@ -152,12 +153,29 @@ def test_reproduce_a_run_directory_gives_identical_metrics(make_cfg, tmp_path, s
             *SMALL_MODEL["native"], "trainer.deterministic=true", f"paths.output_root={tmp_path}",
             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={original}"]
     subprocess.run([sys.executable, "-m", "lmexp.train", *args], check=True, capture_output=True)
+    recorded = read_summary(original)
+    installed_torch = recorded["versions"]["torch"]
+    recorded["versions"]["torch"] = "2.12.1"  # as if the original ran on another torch
+    (original / "summary.json").write_text(json.dumps(recorded))
     register_resolvers()
     assert main(["reproduce", str(original)]) == 0
     out = capsys.readouterr().out
     assert "every metric is identical" in out
+    assert f"versions differ from the original run: torch 2.12.1 → {installed_torch}" in out
     reruns = [p for p in (tmp_path / "runs").iterdir() if p.name != "original"]
     assert len(reruns) == 1 and read_summary(reruns[0])["metrics"] == read_summary(original)["metrics"]
+
+
+def test_differing_metrics_name_differing_versions_among_the_causes():
+    from omegaconf import OmegaConf
+
+    from lmexp.runs.record import RunRecord
+    from lmexp.tools.reproduce import likely_causes
+
+    before = RunRecord(Path("a"), versions={"torch": "2.12.1", "datasets": "5.2.0"}, git={"commit": "x"})
+    after = RunRecord(Path("b"), versions={"torch": "2.13.0", "datasets": "5.2.0"}, git={"commit": "x"})
+    causes = likely_causes(before, after, OmegaConf.create({"trainer": {"deterministic": True}}))
+    assert causes == ["package versions differ: torch 2.12.1 → 2.13.0"]
 
 
 TINY_CLAIM = [SHAKESPEARE, *TINY, *SMALL_MODEL["native"], "claim.n_jobs=1", "claim.seeds=[1,2,3]",

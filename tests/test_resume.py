@@ -27,10 +27,18 @@ def test_identity_leaves_out_continuation_and_speed_keys():
     assert changed_keys(run, other) == ["data.num_workers", "trainer.max_steps"]
 
 
-def test_last_resumes_the_newest_run_of_the_same_configuration(make_cfg, tmp_path, base):
+def test_last_resumes_the_newest_run_of_the_same_configuration(make_cfg, tmp_path, base, caplog):
+    import torch
+
     train(make_cfg([*base, "seed=1"], run="one"))
     train(make_cfg([*base, "seed=2"], run="two"))  # newer, but another configuration
+    last = tmp_path / "one" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    installed = checkpoint["lmexp"]["versions"]["torch"]
+    checkpoint["lmexp"]["versions"]["torch"] = "2.12.1"  # as if trained on another torch
+    torch.save(checkpoint, last)
     train(make_cfg([*base, "seed=1", "trainer.max_steps=6", "ckpt_path=last"], run="more"))
+    assert f"resuming a checkpoint made with other package versions: torch 2.12.1 → {installed}" in caplog.text
     record = read_summary(tmp_path / "more")
     assert record["resumed_from"] == str(tmp_path / "one" / "checkpoints" / "last.ckpt")
     assert record["changed_keys"] == ["trainer.max_steps"]

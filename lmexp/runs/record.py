@@ -59,6 +59,13 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def version_changes(recorded: dict | None, installed: dict | None) -> list[str]:
+    """One line per package whose version differs, `torch 2.13.0 → 2.12.1` (recorded → installed)."""
+    old, new = recorded or {}, installed or {}
+    return [f"{name} {old.get(name)} → {new.get(name)}" for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name)]
+
+
 @dataclass
 class RunRecord:
     """One run's summary.json, for every kind of run: a training run (lmexp-train, each sweep job)

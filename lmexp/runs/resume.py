@@ -112,3 +112,15 @@ def checkpoint_to_resume(cfg: Any, current: dict) -> tuple[str | None, dict | No
     before = (checkpoint.get("lmexp") or {}).get("config") or {}
     check_identity(before, current, ckpt_path, cfg.allow_config_change)
     return ckpt_path, checkpoint, changed_keys(before, current)
+
+
+def recorded_versions(checkpoint: dict, ckpt_path: str) -> dict | None:
+    """The package versions a checkpoint was made with: stored in it, or (older checkpoints) in the
+    record of the run it belongs to."""
+    from lmexp.runs.record import SUMMARY, RunRecord
+
+    versions = (checkpoint.get("lmexp") or {}).get("versions")
+    run_dir = Path(ckpt_path).parent.parent
+    if versions is None and (run_dir / SUMMARY).is_file():
+        versions = RunRecord.read(run_dir).versions
+    return versions

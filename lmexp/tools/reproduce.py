@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmexp.config import config_dir, register_resolvers, validate
 from lmexp.errors import ConfigError
-from lmexp.runs.record import SUMMARY, RunRecord
+from lmexp.runs.record import SUMMARY, RunRecord, package_versions, version_changes
 
 
 def experiment_names() -> list[str]:
@@ -194,6 +194,8 @@ def reproduce_run(past: Path, overrides: list[str]) -> int:
     if not saved.is_file() or not (past / SUMMARY).is_file():
         raise ConfigError(f"{past}: not an lmexp run directory (needs .hydra/config.yaml and {SUMMARY})")
     before = RunRecord.read(past)
+    for change in version_changes(before.versions, package_versions()):
+        print(f"versions differ from the original run: {change}")
     output_root = OmegaConf.load(saved).paths.output_root
     run_dir = new_run_dir(output_root)
     code = run_training(["--config-dir", str(saved.parent), "--config-name", "config", *overrides], run_dir)
@@ -219,8 +221,7 @@ def reproduce_run(past: Path, overrides: list[str]) -> int:
 
 def likely_causes(before: RunRecord, after: RunRecord, cfg: DictConfig) -> list[str]:
     causes = []
-    old, new = before.versions or {}, after.versions or {}
-    versions = [f"{k} {old.get(k)} → {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    versions = version_changes(before.versions, after.versions)
     if versions:
         causes.append("package versions differ: " + ", ".join(versions))
     if before.git != after.git:
