@@ -57,6 +57,9 @@ def cannot_write(path: str | os.PathLike[str], what: str, err: BaseException,
         reason = _REFUSED[errno]
     else:
         return None
+    if errno in _REFUSED and reason == _REFUSED[errno]:
+        return CannotWrite(f"cannot write {what} to {folder}: {reason}. Choose another folder "
+                           f"(paths.output_root, paths.cache_dir) and run the command again")
     room = ""
     if free is not None:
         room = (f"; needs about {_mb(needed_bytes)}, {_mb(free)} free" if needed_bytes
