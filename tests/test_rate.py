@@ -342,3 +342,86 @@ def test_the_page_in_a_real_browser(served, tmp_path):
     assert [r["comment"] for r in rows if r["rater"] == "ann"][:2] == ["", "both ramble"]
     print(f"page answered a rating in {sorted(answer_ms)[len(answer_ms) // 2]} ms (median of {len(answer_ms)}; "
           f"max {max(answer_ms)} ms)")
+
+
+# --- a real session: two default-size runs, rated by scripted raters in the browser -------------
+
+def more_varied(left: str, right: str) -> str:
+    """A rater who dislikes loops: prefers the text with the larger share of distinct word pairs."""
+    def varied(text: str) -> float:
+        words = text.split()
+        pairs = list(zip(words, words[1:]))
+        return len(set(pairs)) / len(pairs) if pairs else 0.0
+    a, b = varied(left), varied(right)
+    return "tie" if abs(a - b) < 0.05 else "left" if a > b else "right"
+
+
+def more_code_like(left: str, right: str) -> str:
+    """A rater who wants Python: prefers the text with the larger share of words that are
+    identifiers, keywords or numbers; both bad when neither reaches a third."""
+    def code_like(text: str) -> float:
+        words = [w.strip("()[]{}:,.'\"=") for w in text.split()]
+        return sum(w.isidentifier() or w.isdigit() for w in words) / len(words) if words else 0.0
+    a, b = code_like(left), code_like(right)
+    if max(a, b) < 1 / 3:
+        return "both_bad"
+    return "tie" if abs(a - b) < 0.05 else "left" if a > b else "right"
+
+
+@pytest.mark.slow
+@needs_browser
+def test_a_real_session_on_two_default_runs(make_cfg, tmp_path, capsys):
+    """`lmexp-train` (250 steps) against the same with 50 steps: 40 default prompts, three scripted
+    raters in three browsers (two rules and a seeded coin), the report. LMEXP_RATE_DEMO_DIR=folder
+    keeps the session there, with a screenshot of the page (rate-page.png)."""
+    import random
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from lmexp.tools.rating.server import start_server
+
+    out = Path(os.environ.get("LMEXP_RATE_DEMO_DIR") or tmp_path)
+    group = ["logger.wandb.group=rate-demo"]
+    train(make_cfg(group, run="steps250"))
+    train(make_cfg([*group, "trainer.max_steps=50", "trainer.val_check_interval=25"], run="steps50"))
+    capsys.readouterr()
+    session_dir = out / "session"
+    shutil.rmtree(session_dir, ignore_errors=True)
+    assert lmexp(["rate", str(tmp_path / "steps250"), str(tmp_path / "steps50"), "--session", str(session_dir),
+                  "--max-new-tokens", "80", "--temperature", "0.8", "--top-k", "50"]) == 0
+    with capsys.disabled():
+        print(capsys.readouterr().out)
+
+    session = Session(session_dir)
+    server = start_server(session, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    coin = random.Random(0)
+    raters = {"varied": more_varied, "code": more_code_like,
+              "coin": lambda left, right: coin.choice(["left", "right", "tie"])}
+    keys = {"left": "1", "right": "2", "tie": "3", "both_bad": "4"}
+    try:
+        for name, rule in raters.items():
+            driver = browser(tmp_path / name, width=1100, height=760)
+            try:
+                sign_in(driver, url, name)
+                for n in range(len(session.items)):
+                    wait_for(driver, "progress", f"{n + 1} of {len(session.items)}")
+                    if name == "varied" and n == 1:
+                        driver.save_screenshot(str(out / "rate-page.png"))
+                    _, left, right = shown(driver)
+                    driver.find_element(By.TAG_NAME, "body").send_keys(keys[rule(left, right)])
+                    if n + 1 == len(session.items):
+                        wait_for(driver, "finished", "thank you")
+            finally:
+                driver.quit()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert lmexp(["rate", "--report", str(session_dir)]) == 0
+    with capsys.disabled():
+        print(capsys.readouterr().out)
+    summary = json.loads((session_dir / "rating.json").read_text())
+    assert summary["pooled"]["ratings"] == 3 * len(session.items) == 120
+    assert set(summary["raters"]) == set(raters)
