@@ -18,10 +18,10 @@ from hydra import compose, initialize_config_dir
 from conftest import SMALL_MODEL, TINY
 from lmexp.config import config_dir, register_resolvers
 from lmexp.tools.cli import main as lmexp
-from lmexp.tools.rating.report import summarize, tally, verdict, write_report
+from lmexp.tools.rating.report import tally, verdict, write_report
 from lmexp.tools.rating.session import Session, write_session
 from lmexp.train import train
-from lmexp.wandb_offline import find_offline_runs, read_offline_run
+from lmexp.wandb_offline import read_offline_run
 
 GROUP = "rate-test"
 
@@ -67,7 +67,7 @@ def test_a_session_holds_both_runs_samples_as_generate_makes_them(runs, tmp_path
     assert (session / "prompts.txt").read_text() == "ROMEO:\nFirst Citizen:\nKING HENRY:\n"
     key = json.loads((session / "key.json").read_text())
     assert key["A"]["name"] == "char" and key["B"]["name"] == "byte"
-    assert key["A"]["wandb"]["group"] == GROUP and len(key["secret"]) == 32
+    assert key["wandb"] == {"project": "lmexp", "group": GROUP} and len(key["secret"]) == 32
     assert key["sampling"] == {"max_new_tokens": 12, "temperature": 0.8, "top_k": 20, "top_p": None, "seed": 3,
                                "stop_at_eos": False}
 
@@ -127,9 +127,9 @@ OUTCOMES = {
 def make_session(folder: Path, items: int, group: str | None = GROUP) -> Session:
     prompts = [f"prompt number {i}" for i in range(items)]
     texts = {label: [f"{label.lower()}-text {i} " + "word " * 20 for i in range(items)] for label in "AB"}
-    key = {label: {"run": f"run-{label}", "name": f"run-{label}", "wandb": {"project": "lmexp-test", "group": group}}
-           for label in "AB"}
-    write_session(folder, prompts, texts, {**key, "sampling": {"seed": 1}, "prompts": "test"})
+    key = {label: {"run": f"run-{label}", "name": f"run-{label}"} for label in "AB"}
+    write_session(folder, prompts, texts, {**key, "sampling": {"seed": 1}, "prompts": "test",
+                                           "wandb": {"project": "lmexp-test", "group": group}})
     return Session(folder)
 
 
@@ -376,8 +376,7 @@ def test_a_real_session_on_two_default_runs(make_cfg, tmp_path, capsys):
     keeps the session there, with a screenshot of the page (rate-page.png)."""
     import random
 
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.action_chains import ActionChains
 
     from lmexp.tools.rating.server import start_server
 
@@ -411,7 +410,7 @@ def test_a_real_session_on_two_default_runs(make_cfg, tmp_path, capsys):
                     if name == "varied" and n == 1:
                         driver.save_screenshot(str(out / "rate-page.png"))
                     _, left, right = shown(driver)
-                    driver.find_element(By.TAG_NAME, "body").send_keys(keys[rule(left, right)])
+                    ActionChains(driver).send_keys(keys[rule(left, right)]).perform()
                     if n + 1 == len(session.items):
                         wait_for(driver, "finished", "thank you")
             finally:

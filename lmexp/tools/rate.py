@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from lmexp.errors import ConfigError, ExpectedFailure
 from lmexp.runs.load import RUN_HELP
 from lmexp.tools.generate import add_sampling_arguments, check_sampling, read_prompts, require_causal_lm
@@ -31,7 +33,8 @@ PROMPT_CHARS = (16, 160)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmexp rate", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = argparse.ArgumentParser(prog="lmexp rate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", metavar="RUN", help=f"RUN_A and RUN_B: {RUN_HELP}")
     parser.add_argument("--serve", nargs="?", const=True, metavar="SESSION",
                         help="serve the rating page on 127.0.0.1 (for the session just made, or SESSION)")
@@ -41,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-prompts", type=int, default=40, help="prompts drawn from the validation split (default: 40)")
     parser.add_argument("--session", help="the session folder to write (default: outputs/ratings/<time>_<A>_vs_<B>)")
     add_sampling_arguments(parser)
-    parser.add_argument("--device", default="cpu", help="torch device for generating (default: cpu)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # as lmexp generate
+    parser.add_argument("--device", default=device, help=f"torch device for generating (default: {device})")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="also load checkpoints that need Python objects beyond plain data (may run code)")
     return parser
@@ -64,8 +68,6 @@ def default_prompts(run, name: str, count: int, seed: int) -> list[str]:
 def continuations(run, prompts: list[str], options: argparse.Namespace) -> list[str]:
     """Each prompt continued by the run, one seeded generator through the prompts in order (as
     `lmexp generate --prompt-file` does)."""
-    import torch
-
     from lmexp.models.sampling import prompt_ids, sample
 
     model = run.model.to(options.device)
@@ -77,18 +79,21 @@ def continuations(run, prompts: list[str], options: argparse.Namespace) -> list[
 
 
 def describe(run, given: str) -> dict:
-    """What the sealed key says about a run: how it was named, where it is, and its W&B place."""
+    """What the sealed key says about a run: how it was named and where it is."""
+    return {"run": given, "name": run.run_dir.name if run.run_dir else Path(run.checkpoint_path).stem,
+            "checkpoint": str(Path(run.checkpoint_path).resolve())}
+
+
+def wandb_place(run) -> dict:
+    """The run's W&B project and group (a sweep's group is given at run time: read from its W&B run)."""
     from lmexp.wandb_offline import find_offline_runs, read_offline_run
 
-    run_dir = run.run_dir
-    wandb_node = run.config.get("logger", {}).get("wandb") or {}
-    group = wandb_node.get("group")
-    offline = find_offline_runs(run_dir / "wandb") if run_dir and (run_dir / "wandb").is_dir() else []
+    node = run.config.get("logger", {}).get("wandb") or {}
+    group = node.get("group")
+    offline = find_offline_runs(run.run_dir / "wandb") if run.run_dir and (run.run_dir / "wandb").is_dir() else []
     if offline:
-        group = read_offline_run(offline[-1]).group or group  # a sweep's group is given at run time
-    return {"run": given, "name": run_dir.name if run_dir else Path(run.checkpoint_path).stem,
-            "checkpoint": str(Path(run.checkpoint_path).resolve()),
-            "wandb": {"project": wandb_node.get("project"), "group": group}}
+        group = read_offline_run(offline[-1]).group or group
+    return {"project": node.get("project"), "group": group}
 
 
 def make_session(options: argparse.Namespace) -> Path:
@@ -112,8 +117,9 @@ def make_session(options: argparse.Namespace) -> Path:
     print(f"generated {len(prompts)} prompts x 2 runs in {time.perf_counter() - start:.1f} s")
 
     key = {label: describe(run, given) for (label, run), given in zip(runs.items(), options.runs)}
-    if key["A"]["wandb"]["group"] != key["B"]["wandb"]["group"]:
-        key["A"]["wandb"]["group"] = None  # two groups: the report joins neither
+    places = [wandb_place(run) for run in runs.values()]
+    # The report's W&B run joins the runs' group; runs in two groups: neither.
+    key["wandb"] = {"project": places[0]["project"], "group": places[0]["group"] if places[0] == places[1] else None}
     key["sampling"] = {k: getattr(options, k) for k in
                        ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop_at_eos")}
     key["prompts"] = os.path.abspath(options.prompts) if options.prompts else f"validation split of {options.runs[0]}"

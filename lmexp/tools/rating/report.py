@@ -164,7 +164,7 @@ def log_to_wandb(summary: dict, folder: Path) -> Path:
         votes = [sum(row["outcome"] == outcome for row in rows) for outcome in OUTCOMES]
         comments = " | ".join(f"{row['rater']}: {row['comment']}" for row in rows if row["comment"])
         table.add_data(number, item["prompt"], item["A"], item["B"], *votes, comments)
-    where = summary["A"].get("wandb") or {}
+    where = read_json(folder / "key.json", "sealed key").get("wandb") or {}
     run = wandb.init(dir=folder, project=where.get("project") or "lmexp", group=where.get("group"),
                      job_type="rating", name=f"rate {folder.name}",
                      config={"A": summary["A"], "B": summary["B"], "sampling": summary["sampling"]},

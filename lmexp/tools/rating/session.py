@@ -3,8 +3,9 @@
     <session>/
       items.json     [{"prompt": ..., "A": ..., "B": ...}, ...]: each prompt and the two generations
       prompts.txt    the prompts, one a line (what `lmexp generate RUN --prompt-file` reads)
-      key.json       sealed: which run is A and which is B, the sampling settings, and the secret
-                     that draws each rater's left/right order; the page never gets any of it
+      key.json       sealed: which run is A and which is B, the sampling settings, the runs' W&B
+                     project and group, and the secret that draws each rater's left/right order;
+                     the page never gets any of it
       ratings.jsonl  one line per rating, appended and fsynced as it is given
 
 A rater sees an item's generations as "left" and "right"; which of A and B is on the left is drawn
