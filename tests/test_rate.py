@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -207,6 +211,23 @@ def test_a_report_without_ratings_is_one_line(tmp_path, capsys):
     make_session(tmp_path / "s", items=2)
     assert lmexp(["rate", "--report", str(tmp_path / "s")]) == 1
     assert "no ratings yet" in one_line_error(capsys)
+
+
+def test_serve_listens_on_localhost_until_interrupted(tmp_path):
+    """The command itself: prints the page's address, answers there, stops cleanly on Ctrl-C."""
+    make_session(tmp_path / "s", items=3)
+    process = subprocess.Popen([sys.executable, "-m", "lmexp.tools.cli", "rate", "--serve", str(tmp_path / "s"),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"rating page: (http://127\.0\.0\.1:\d+/)", line).group(1)
+        with urllib.request.urlopen(url + "api/item?rater=dee") as answered:
+            assert json.loads(answered.read())["total"] == 3
+        with urllib.request.urlopen(url) as page:
+            assert b"Which continuation is better?" in page.read()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
 
 
 # --- the page, in a real browser ----------------------------------------------------------------
