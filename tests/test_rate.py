@@ -40,20 +40,22 @@ def one_line_error(capsys) -> str:
 def runs(tmp_path_factory, small_corpus, cache_dir) -> dict[str, Path]:
     """Three tiny runs on real text: two causal LMs with different tokenizers (char, byte) in one
     W&B group, and a masked LM."""
-    register_resolvers()
     root = tmp_path_factory.mktemp("runs")
     data = ["data=text_files", f"data.train_files={small_corpus}/*.txt", *TINY, *SMALL_MODEL["native"]]
-    made = {}
-    for name, overrides in {
+    return {name: train_run(root / name, cache_dir, [*data, *overrides]) for name, overrides in {
         "char": ["tokenizer=char", "logger=wandb", f"logger.wandb.group={GROUP}"],
         "byte": ["tokenizer=byte", "logger=wandb", f"logger.wandb.group={GROUP}"],
         "masked": ["tokenizer=char", "objective=masked_lm", "model=bert_tiny"],
-    }.items():
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            train(compose("train", overrides=[f"paths.output_root={root}", f"paths.output_dir={root / name}",
-                                              f"paths.cache_dir={cache_dir}", *data, *overrides]))
-        made[name] = root / name
-    return made
+    }.items()}
+
+
+def train_run(run_dir: Path, cache_dir: Path, overrides: list[str]) -> Path:
+    """Train a run into run_dir (module-scoped fixtures cannot use make_cfg)."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        train(compose("train", overrides=[f"paths.output_root={run_dir.parent}", f"paths.output_dir={run_dir}",
+                                          f"paths.cache_dir={cache_dir}", *overrides]))
+    return run_dir
 
 
 SAMPLING = ["--max-new-tokens", "12", "--temperature", "0.8", "--top-k", "20", "--seed", "3"]
@@ -391,25 +393,29 @@ def more_code_like(left: str, right: str) -> str:
 
 @pytest.mark.slow
 @needs_browser
-def test_a_real_session_on_two_default_runs(make_cfg, tmp_path, capsys):
+def test_a_real_session_on_two_default_runs(tmp_path, cache_dir, capsys):
     """`lmexp-train` (250 steps) against the same with 50 steps: 40 default prompts, three scripted
     raters in three browsers (two rules and a seeded coin), the report. LMEXP_RATE_DEMO_DIR=folder
-    keeps the session there, with a screenshot of the page (rate-page.png)."""
+    keeps the runs, the session and a screenshot of the page (rate-page.png) there; runs already
+    completed there are reused."""
     import random
+
+    from conftest import read_summary
 
     from selenium.webdriver.common.action_chains import ActionChains
 
     from lmexp.tools.rating.server import start_server
 
     out = Path(os.environ.get("LMEXP_RATE_DEMO_DIR") or tmp_path)
-    group = ["logger.wandb.group=rate-demo"]
-    train(make_cfg(group, run="steps250"))
-    train(make_cfg([*group, "trainer.max_steps=50", "trainer.val_check_interval=25"], run="steps50"))
+    for steps, extra in [(250, []), (50, ["trainer.max_steps=50", "trainer.val_check_interval=25"])]:
+        run_dir = out / f"steps{steps}"
+        if not (run_dir / "summary.json").exists() or read_summary(run_dir)["status"] != "completed":
+            train_run(run_dir, cache_dir, ["logger.wandb.group=rate-demo", *extra])
     capsys.readouterr()
     session_dir = out / "session"
     shutil.rmtree(session_dir, ignore_errors=True)
-    assert lmexp(["rate", str(tmp_path / "steps250"), str(tmp_path / "steps50"), "--session", str(session_dir),
-                  "--max-new-tokens", "80", "--temperature", "0.8", "--top-k", "50"]) == 0
+    assert lmexp(["rate", str(out / "steps250"), str(out / "steps50"), "--session", str(session_dir),
+                  "--max-new-tokens", "60", "--temperature", "0.8", "--top-k", "50"]) == 0
     with capsys.disabled():
         print(capsys.readouterr().out)
 
