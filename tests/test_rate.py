@@ -58,7 +58,7 @@ def train_run(run_dir: Path, cache_dir: Path, overrides: list[str]) -> Path:
     return run_dir
 
 
-SAMPLING = ["--max-new-tokens", "12", "--temperature", "0.8", "--top-k", "20", "--seed", "3"]
+SAMPLING = ["--max-new-tokens", "8", "--temperature", "0.8", "--top-k", "20", "--seed", "3"]
 
 
 def test_a_session_holds_both_runs_samples_as_generate_makes_them(runs, tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_a_session_holds_both_runs_samples_as_generate_makes_them(runs, tmp_path
     key = json.loads((session / "key.json").read_text())
     assert key["A"]["name"] == "char" and key["B"]["name"] == "byte"
     assert key["wandb"] == {"project": "lmexp", "group": GROUP} and len(key["secret"]) == 32
-    assert key["sampling"] == {"max_new_tokens": 12, "temperature": 0.8, "top_k": 20, "top_p": None, "seed": 3,
+    assert key["sampling"] == {"max_new_tokens": 8, "temperature": 0.8, "top_k": 20, "top_p": None, "seed": 3,
                                "stop_at_eos": False}
 
     # Each run's continuations are exactly what `lmexp generate` prints with the same keys.

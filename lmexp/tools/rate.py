@@ -98,10 +98,12 @@ def wandb_place(run) -> dict:
 
 def make_session(options: argparse.Namespace) -> Path:
     from lmexp.runs.load import load_trained_run
-    from lmexp.tools.rating.session import write_session
+    from lmexp.tools.rating.session import check_new, write_session
 
     if len(options.runs) != 2:
         raise ConfigError(f"lmexp rate needs two runs, RUN_A and RUN_B; got {len(options.runs)}")
+    if options.session:
+        check_new(Path(options.session))  # before minutes of generating, not after
     check_sampling(options)
     if options.num_prompts < 1:
         raise ConfigError("--num-prompts must be >= 1")

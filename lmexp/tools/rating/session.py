@@ -35,8 +35,7 @@ def write_session(folder: str | os.PathLike[str], prompts: list[str], generation
     """Write a new session folder: items.json, prompts.txt and key.json (with a fresh secret).
     `generations` maps "A" and "B" to one text per prompt; `key` says which run each label is."""
     folder = Path(folder)
-    if (folder / "items.json").exists():
-        raise ConfigError(f"{folder} already holds a rating session; choose another --session folder")
+    check_new(folder)
     items = [{"prompt": p, "A": a, "B": b} for p, a, b in zip(prompts, generations["A"], generations["B"], strict=True)]
     files = {
         "items.json": json.dumps(items, indent=1, ensure_ascii=False),
@@ -52,6 +51,12 @@ def write_session(folder: str | os.PathLike[str], prompts: list[str], generation
     except OSError as err:
         raise cannot_write(folder, "the rating session", err) or err
     return folder
+
+
+def check_new(folder: Path) -> None:
+    """A session is never written over another one."""
+    if (folder / "items.json").exists():
+        raise ConfigError(f"{folder} already holds a rating session; choose another --session folder")
 
 
 def read_json(path: Path, what: str):
