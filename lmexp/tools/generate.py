@@ -37,21 +37,31 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int) -> list[list[t
     ]
 
 
+def require_causal_lm(run, name: str, command: str) -> None:
+    """Only a causal LM run can continue a text: anything else is refused, naming the run."""
+    if run.objective != "causal_lm":
+        hint = f"; use `lmexp fill-mask {name} \"... {run.tokenizer.mask_token} ...\"`" \
+            if run.objective == "masked_lm" else ""
+        raise ConfigError(f"{name} is a {run.objective} run; {command} needs a causal_lm run{hint}")
+
+
+def read_prompts(path: str, key: str) -> list[str]:
+    """The non-empty lines of a prompt file; a missing or empty file is a one-line error naming `key`."""
+    try:
+        with open(path) as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except OSError as err:
+        raise ConfigError(f"{key} {path}: {err.strerror}") from None
+    if not prompts:
+        raise ConfigError(f"{key} {path}: the file has no prompts (expected one prompt per non-empty line)")
+    return prompts
+
+
 def _generate(run, options: argparse.Namespace) -> None:
     from transformers import TextStreamer
 
-    if run.objective != "causal_lm":
-        hint = f"; use `lmexp fill-mask {options.run} \"... {run.tokenizer.mask_token} ...\"`" \
-            if run.objective == "masked_lm" else ""
-        raise ConfigError(f"{options.run} is a {run.objective} run; generate needs a causal_lm run{hint}")
-    if options.prompt_file is not None:
-        try:
-            with open(options.prompt_file) as f:
-                prompts = [line.rstrip("\n") for line in f if line.strip()]
-        except OSError as err:
-            raise ConfigError(f"--prompt-file {options.prompt_file}: {err.strerror}") from None
-    else:
-        prompts = [options.prompt]
+    require_causal_lm(run, options.run, "generate")
+    prompts = [options.prompt] if options.prompt_file is None else read_prompts(options.prompt_file, "--prompt-file")
     model = run.model.to(options.device)
     generator = torch.Generator(options.device).manual_seed(options.seed)
     stop_id = run.tokenizer.eos_token_id if options.stop_at_eos else None
@@ -93,29 +103,42 @@ def _parser(command: str) -> argparse.ArgumentParser:
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="text to continue (default: empty, a new document)")
     prompt.add_argument("--prompt-file", help="a file of prompts, one per non-empty line")
+    add_sampling_arguments(parser)
+    parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default: 1)")
+    return parser
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a text is continued (`lmexp generate` and `lmexp rate`): the same keys, the same defaults."""
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy decoding (default: 1.0)")
     parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
     parser.add_argument("--top-p", type=float, default=None, help="sample from the smallest set of tokens with this much probability")
-    parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default: 1)")
     parser.add_argument("--seed", type=int, default=1337, help="same seed, same samples (default: 1337)")
     parser.add_argument("--stop-at-eos", action="store_true", help="end a sample at the end-of-document token")
-    return parser
+
+
+def check_sampling(options: argparse.Namespace) -> None:
+    """Bad sampling settings are reported before any model loads."""
+    problems = [
+        (options.top_k is not None and options.top_k < 1, "--top-k must be >= 1"),
+        (options.temperature < 0, "--temperature must be >= 0"),
+        (options.top_p is not None and not 0 < options.top_p <= 1, "--top-p must be in (0, 1]"),
+        (options.max_new_tokens < 0, "--max-new-tokens must be >= 0"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise ConfigError(message)
 
 
 def _check(command: str, options: argparse.Namespace) -> None:
     """Bad numbers are reported before the model loads."""
-    problems = [(options.top_k is not None and options.top_k < 1, "--top-k must be >= 1")]
+    if command == "fill-mask" and options.top_k < 1:
+        raise ConfigError("--top-k must be >= 1")
     if command == "generate":
-        problems += [
-            (options.temperature < 0, "--temperature must be >= 0"),
-            (options.top_p is not None and not 0 < options.top_p <= 1, "--top-p must be in (0, 1]"),
-            (options.max_new_tokens < 0, "--max-new-tokens must be >= 0"),
-            (options.num_samples < 1, "--num-samples must be >= 1"),
-        ]
-    for failed, message in problems:
-        if failed:
-            raise ConfigError(message)
+        check_sampling(options)
+        if options.num_samples < 1:
+            raise ConfigError("--num-samples must be >= 1")
 
 
 def main(argv: list[str]) -> int:
