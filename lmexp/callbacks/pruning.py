@@ -37,7 +37,7 @@ class OptunaPruning(pl.Callback):
             self._trial = job_trial(self.storage, self.study_name, self.trial_number, pruner)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != "fit":  # not the final scoring's validate()
             return
         stop = False
         if self._trial is not None:  # rank 0 asks; every rank follows its answer

@@ -145,7 +145,10 @@ def print_results(record: RunRecord) -> None:
         cells = [metrics.get(f"{s}/{name}") for s in stages]
         table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
     console = Console()
-    console.print(table)
+    if record.pruned:  # stopped by the study's pruner: no final scoring
+        console.print(f"pruned at step {record.pruned['step']}: {record.pruned['metric']} = {record.pruned['value']:.4f}")
+    else:
+        console.print(table)
     tps = record.tokens_per_s
     console.print(f"{record.global_step} steps in {record.wall_time_s:.1f}s" + (f", {tps:,.0f} tokens/s" if tps else ""))
     console.print(f"run directory: {record.run_dir}", soft_wrap=True)
