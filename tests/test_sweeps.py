@@ -264,7 +264,7 @@ def test_pruned_failed_and_completed_trials_agree_in_study_and_records(tmp_path,
     max_steps=6 is pruned at step 4. The study holds what the records say, and the line counts them."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = cli("-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "hparams_search=default_optuna",
-                 "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=6", *PRUNE_FROM_STEP_4,
+                 "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=6", "hydra.sweeper.params=null", *PRUNE_FROM_STEP_4,
                  f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=grid",
                  "optimizer.lr=choice(-1,0.01)", "trainer.max_steps=choice(2,6)", cwd=tmp_path)
     sweep_dir = the_sweep(tmp_path)

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import socket
+import sys
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Sequence
@@ -57,16 +58,9 @@ class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, direction: Any, n_trials: int, n_jobs: int, storage: str | None,
                  study_name: str | None, params: Any = None, pruner: Any = None, max_failure_rate: float = 1.0,
                  **unknown: Any) -> None:
-        if unknown:
-            raise ConfigError(f"hydra.sweeper: unknown key(s) {', '.join(sorted(unknown))}; lmexp's Optuna sweeper "
-                              "takes sampler, pruner, direction, n_trials, n_jobs, storage, study_name, params, "
-                              "max_failure_rate")
+        self.unknown = sorted(unknown)  # reported by sweep(), where an error is one line
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
-        directions = [direction] if isinstance(direction, str) else list(direction)
-        if len(directions) != 1:
-            raise ConfigError(f"hydra.sweeper.direction={direction}: expected one direction (minimize|maximize): "
-                              "a trial returns one value, optimized_metric")
-        self.direction = directions[0]
+        self.direction = direction
         self.n_trials, self.n_jobs = int(n_trials), max(int(n_jobs), 1)
         self.storage, self.study_name = storage, study_name
         self.params = dict(params or {})
@@ -79,6 +73,20 @@ class OptunaSweeper(Sweeper):
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        try:
+            return self.search(arguments)
+        except ConfigError as err:  # one line, as lmexp-train reports a job's bad config
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+
+    def search(self, arguments: list[str]) -> list[JobReturn]:
+        if self.unknown:
+            raise ConfigError(f"hydra.sweeper: unknown key(s) {', '.join(self.unknown)}; lmexp's Optuna sweeper "
+                              "takes sampler, pruner, direction, n_trials, n_jobs, storage, study_name, params, "
+                              "max_failure_rate")
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(f"hydra.sweeper.direction={self.direction}: expected minimize or maximize (one "
+                              "direction: a trial returns one value, optimized_metric)")
         space, fixed = search_space(self.params, arguments)
         study = self.open_study(space)
         retries, finished_here = self.continue_study(study)
@@ -205,7 +213,7 @@ class OptunaSweeper(Sweeper):
         if record is None or record.status == "running":
             return self.fail(study, number, "the job ended without a record")
         if record.status == "pruned":
-            study.tell(number, state=TrialState.PRUNED)
+            self._tell(study, number, state=TrialState.PRUNED)
             return TrialState.PRUNED
         if record.status != "completed":
             return self.fail(study, number, f"{record.status}: {record.error}")
