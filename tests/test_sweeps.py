@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from conftest import cli, start_cli, sweep_job, wait_for_record
+from conftest import PRUNE_FROM_STEP_4, cli, start_cli, sweep_job, wait_for_record
 from lmexp.runs import sweep
 from lmexp.tools import compare
 from lmexp.config import config_dir, register_resolvers
@@ -215,12 +215,6 @@ def test_slurm_preset_composes_into_an_sbatch_script(tmp_path, monkeypatch):
 
 
 # --- Optuna: pruning, slots that refill at once, a killed search continued -------------------------
-
-# A pruner that stops every trial at its first validation from step 4 on (perplexity is always > 1):
-# which trials it stops is known in advance, unlike a median or ASHA decision.
-PRUNE_FROM_STEP_4 = ["hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.upper=1.0",
-                     "hydra.sweeper.pruner.n_warmup_steps=4"]
-
 
 def study_trials(storage: str, name: str) -> dict[int, "optuna.trial.FrozenTrial"]:
     """The study's trials by the sweep job that ran them."""
