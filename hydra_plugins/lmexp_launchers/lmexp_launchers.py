@@ -74,13 +74,17 @@ class JoblibLauncher(_JoblibLauncher):
 
     def submit(self, overrides: Sequence[str], idx: int) -> Future:
         """Job `idx` on a free worker of the pool (the same kind of process `launch` uses)."""
+        from joblib._parallel_backends import LokyBackend
         from joblib.externals.loky import cpu_count, get_reusable_executor
 
         if self._executor is None:
             setup_globals()
             Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
             n_jobs = self.joblib.get("n_jobs") or 1
-            self._executor = get_reusable_executor(max_workers=cpu_count() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+            workers = cpu_count() + 1 + n_jobs if n_jobs < 0 else n_jobs
+            # As joblib.Parallel's loky pool: cores/workers threads each, idle workers kept 300 s.
+            self._executor = get_reusable_executor(max_workers=workers, timeout=300,
+                                                   env=LokyBackend()._prepare_worker_env(workers))
         log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         return self._executor.submit(run_in_child, idx, list(overrides), self.hydra_context, self.config,
                                      self.task_function, Singleton.get_state())

@@ -3,8 +3,7 @@ and the report at the end.
 
 A sweep job never stops its sweep: a failure is recorded in the job's summary.json (its W&B run
 is closed as failed by `train`), and the sweeper gets the worst possible value of the optimized
-metric, a float. (The worst value rather than NaN: hydra-optuna-sweeper 1.3 with optuna 2.10
-crashes the whole study on a NaN, while an infinite value is a completed, worst trial.)
+metric, a float (lmexp's Optuna sweeper reads the record instead and tells the study FAIL).
 A job marks its record `running` (with its pid and host) when it starts; a job killed from outside
 (SIGKILL, the OOM killer, a lost node) never gets further, and the launcher (hydra_plugins/lmexp_launchers) then
 records it as failed with the signal or the scheduler's reason (`record_dead_job`).
