@@ -335,3 +335,20 @@ def test_a_killed_search_continues_where_it_stopped(tmp_path, small_corpus, cach
     assert trials[0].user_attrs["fail_reason"] == "its search was killed while the trial ran"
     assert trials[1].params == trials[0].params
     assert read_summary(sweep_dir / "0")["status"] == "pruned"
+
+
+def test_optuna_search_space_syntax():
+    """hydra-optuna-sweeper's syntax, to Optuna's distributions; the command line wins over params."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.lmexp_sweeper.optuna_sweeper import override_value, search_space
+
+    space, fixed = search_space(
+        {"optimizer.lr": "tag(log, interval(1e-4, 3e-2))", "optimizer.weight_decay": "interval(0.0, 0.3)",
+         "model.n_layers": "range(1,4)", "seed": "7"},
+        ["optimizer.weight_decay=choice(0.0,0.1)", "model.d_model=int(interval(16, 64))", "logger=csv", "seed=3"])
+    assert space == {"optimizer.lr": FloatDistribution(1e-4, 3e-2, log=True),
+                     "optimizer.weight_decay": CategoricalDistribution([0.0, 0.1]),
+                     "model.n_layers": CategoricalDistribution([1, 2, 3]), "model.d_model": IntDistribution(16, 64)}
+    assert fixed == ["logger=csv", "seed=3"]
+    assert [override_value(v) for v in (None, True, 0.1, "csv")] == ["null", "true", "0.1", "csv"]

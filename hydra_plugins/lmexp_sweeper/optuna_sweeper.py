@@ -98,7 +98,7 @@ class OptunaSweeper(Sweeper):
             log.warning("hydra.sweeper.n_jobs=%d: the %s runs one job at a time (joblib, submitit_local and "
                         "slurm run them side by side)", self.n_jobs, type(self.launcher).__name__)
         self.next_job = max((int(d.name) for d in self.sweep_dir.glob("*") if d.name.isdigit()), default=-1) + 1
-        in_flight: dict[Future, tuple[optuna.trial.Trial, int, Path]] = {}
+        in_flight: dict[Future, tuple[optuna.trial.Trial, int, list[str]]] = {}
         results, asked, failed, told = [], 0, 0, 0
         while True:
             while len(in_flight) < self.n_jobs and asked < budget and not self.stopped(failed, told):
@@ -291,26 +291,22 @@ def orphaned(trial: optuna.trial.FrozenTrial) -> bool:
 
 def search_space(params: dict[str, Any], arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
     """`params` (key → expression) and the command line's overrides: sweeps (`choice`, `range`,
-    `interval`, `tag(log, interval)`) become Optuna distributions, the command line's winning; the
-    rest are passed to every job as they are."""
+    `interval`, `tag(log, interval)`) become Optuna distributions, the rest are passed to every job
+    as they are; the command line wins over `params`."""
     parser = OverridesParser.create()
     space: dict[str, BaseDistribution] = {}
-    for override in parser.parse_overrides([f"{key}={value}" for key, value in params.items()]):
-        space[override.get_key_element()] = distribution(override)
-    fixed = []
-    for override in parser.parse_overrides(list(arguments)):
+    fixed: dict[str, str] = {}
+    for override in parser.parse_overrides([f"{key}={value}" for key, value in params.items()] + list(arguments)):
+        key = override.get_key_element()
+        space.pop(key, None), fixed.pop(key, None)
         if override.is_sweep_override():
-            space[override.get_key_element()] = distribution(override)
+            space[key] = distribution(override)
         else:
-            fixed.append(override.input_line)
-    return space, fixed
+            fixed[key] = override.input_line
+    return space, list(fixed.values())
 
 
 def distribution(override: Override) -> BaseDistribution:
-    key = override.get_key_element()
-    if not override.is_sweep_override():
-        raise ConfigError(f"hydra.sweeper.params.{key}: expected interval(a, b), tag(log, interval(a, b)), "
-                          f"choice(...) or range(...), got {override.get_value_element_as_str()}")
     if override.is_choice_sweep() or override.is_range_sweep():
         return CategoricalDistribution([Transformer.encode(x) for x in override.sweep_iterator()])
     value = override.value()
