@@ -27,7 +27,7 @@ JOURNAL = "journal://"
 
 
 def journal_url(path: Path) -> str:
-    return f"{JOURNAL}/{Path(path).resolve()}"
+    return f"{JOURNAL}{Path(path).resolve()}"
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
