@@ -39,17 +39,18 @@ class OptunaPruning(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":  # not the final scoring's validate()
             return
-        stop = False
-        if self._trial is not None:  # rank 0 asks; every rank follows its answer
+        pruned = None
+        if self._trial is not None:  # rank 0 asks
             value = trainer.callback_metrics.get(self.monitor)
             if value is not None and math.isfinite(float(value)):
                 step = trainer.global_step
                 self._trial.report(float(value), step)
-                stop = self._trial.should_prune()
-                if stop:
-                    self.pruned = {"step": step, "metric": self.monitor, "value": float(value)}
+                if self._trial.should_prune():
+                    pruned = {"step": step, "metric": self.monitor, "value": float(value)}
                     log.info("trial %d pruned at step %d: %s = %.4g", self.trial_number, step, self.monitor, float(value))
-        if trainer.strategy.broadcast(stop):
+        pruned = trainer.strategy.broadcast(pruned)  # every rank follows rank 0 (and skips the final scoring with it)
+        if pruned is not None:
+            self.pruned = pruned
             trainer.should_stop = True
 
 

@@ -146,7 +146,8 @@ def print_results(record: RunRecord) -> None:
         table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
     console = Console()
     if record.pruned:  # stopped by the study's pruner: no final scoring
-        console.print(f"pruned at step {record.pruned['step']}: {record.pruned['metric']} = {record.pruned['value']:.4f}")
+        pruned = record.pruned
+        console.print(f"pruned at step {pruned['step']}: {pruned['metric']} = {pruned['value']:.4f}")
     else:
         console.print(table)
     tps = record.tokens_per_s

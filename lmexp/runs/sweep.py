@@ -35,8 +35,8 @@ from lmexp.errors import ConfigError, ExpectedFailure
 
 log = logging.getLogger("lmexp")
 
-# Switches that steer the sweep machinery, not the job (optuna_trial: set by the Optuna sweeper): left out of the job's recorded overrides
-# (and of its config hash, lmexp.runs.record.NOT_RESULT_AFFECTING).
+# Switches that steer the sweep machinery, not the job (optuna_trial: set by the Optuna sweeper):
+# left out of the job's recorded overrides (and of its config hash, lmexp.runs.record.NOT_RESULT_AFFECTING).
 SWEEP_SWITCHES = ("resume", "fail_fast", "optuna_trial")
 # Written into the sweep directory by a job that fails under fail_fast; the jobs after it see it
 # and do not run. A file works the same for every launcher (one process, joblib workers, SLURM).

@@ -189,7 +189,8 @@ def make_rows(runs: list[RunRecord], keys: list[str], metric: str, lower: bool) 
 def pruned_note(run: RunRecord) -> str | None:
     if run.status != "pruned" or not run.pruned:
         return None
-    return f"stopped by the study's pruner at step {run.pruned['step']}: {run.pruned['metric']} = {run.pruned['value']:.4g}"
+    pruned = run.pruned
+    return f"stopped by the study's pruner at step {pruned['step']}: {pruned['metric']} = {pruned['value']:.4g}"
 
 
 def cell(row: Row, metric: str) -> str:
