@@ -342,7 +342,7 @@ def test_optuna_search_space_syntax():
     """hydra-optuna-sweeper's syntax, to Optuna's distributions; the command line wins over params."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from hydra_plugins.lmexp_sweeper.optuna_sweeper import override_value, search_space
+    from hydra_plugins.lmexp_sweeper._search import override_value, search_space
 
     space, fixed = search_space(
         {"optimizer.lr": "tag(log, interval(1e-4, 3e-2))", "optimizer.weight_decay": "interval(0.0, 0.3)",
