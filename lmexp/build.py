@@ -156,9 +156,16 @@ def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None,
 
 
 def build_callbacks(cfg: DictConfig, parts: RunParts | None = None, run_dir: Path | None = None) -> list[pl.Callback]:
-    """cfg.callbacks; with labelled data also the confusion matrix (written into run_dir)."""
+    """cfg.callbacks; with labelled data also the confusion matrix (written into run_dir); in a job of
+    lmexp's Optuna sweeper also the reports to its trial (and its pruner's stop)."""
+    from lmexp.callbacks.pruning import sweep_pruning
+    from lmexp.config import hydra_runtime
+
     callbacks = [instantiate_or_explain(node, f"callbacks.{key}")
                  for key, node in (cfg.get("callbacks") or {}).items() if node is not None]
+    pruning = sweep_pruning(cfg, (hydra_runtime() or {}).get("sweeper"))
+    if pruning is not None:
+        callbacks.append(pruning)
     if parts is not None and parts.datamodule.labels is not None:
         from lmexp.callbacks import ConfusionMatrix
 

@@ -290,7 +290,7 @@ TRAIN = Schema({
     "task_name": text(),  # removed from train.yaml (it did nothing); older runs' saved configs have it
     "seed": integer(lo=0), "ckpt_path": text(null=True), "optimized_metric": text(),
     "test": boolean(), "decay_embeddings": boolean(), "train_metrics": boolean(),
-    "tags": list_of(STRING), "resume": boolean(), "fail_fast": boolean(),
+    "tags": list_of(STRING), "resume": boolean(), "fail_fast": boolean(), "optuna_trial": integer(lo=0, null=True),
     "trust_checkpoint": boolean(), "allow_config_change": boolean(), "checkpoint": anything(),
     # The config groups, checked node by node below; experiment metadata is read by lmexp reproduce.
     **{group: anything() for group in ("data", "tokenizer", "model", "objective", "optimizer", "scheduler",

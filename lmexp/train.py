@@ -42,6 +42,7 @@ def train(cfg: DictConfig) -> float:
         from pytorch_lightning.utilities import rank_zero_only
 
         from lmexp import build, module, wandb_logging
+        from lmexp.callbacks.pruning import mark_pruned_wandb_run, pruned_at
         from lmexp.runs import init_from, resume
 
         is_main = rank_zero_only.rank == 0
@@ -67,15 +68,18 @@ def train(cfg: DictConfig) -> float:
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
         record.metrics = module.last_train_metrics(trainer)
-        # The recorded validation metrics cover the split as the test does (the whole split unless
-        # trainer.limit_test_batches says otherwise), not the subset used for periodic validation.
-        trainer.limit_val_batches = trainer.limit_test_batches
-        splits = ["validation"] + (["test"] if cfg.get("test", True) and parts.datamodule.has_split("test") else [])
-        record.metrics.update(module.score_splits(trainer, lm_module, parts.datamodule, splits))
+        record.pruned = pruned_at(trainer)  # an Optuna pruner stopped it: a result, not worth a final scoring
+        if record.pruned is None:
+            # The recorded validation metrics cover the split as the test does (the whole split unless
+            # trainer.limit_test_batches says otherwise), not the subset used for periodic validation.
+            trainer.limit_val_batches = trainer.limit_test_batches
+            splits = ["validation"] + (["test"] if cfg.get("test", True) and parts.datamodule.has_split("test") else [])
+            record.metrics.update(module.score_splits(trainer, lm_module, parts.datamodule, splits))
         describe_training(record, trainer)
         if is_main:
             wandb_logging.log_summary(record.metrics)  # the final whole-split metrics
-        record.status = "completed"
+            mark_pruned_wandb_run(record.pruned)
+        record.status = "completed" if record.pruned is None else "pruned"
     except BaseException as err:
         record.status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
         refused = cannot_write(record.run_dir, "the run's files", err) if isinstance(err, OSError) else None
@@ -88,7 +92,7 @@ def train(cfg: DictConfig) -> float:
         raise
     finally:
         record.wall_time_s = round(time.perf_counter() - start, 3)
-        finish_wandb(record.status == "completed")
+        finish_wandb(record.status in ("completed", "pruned"))
         if is_main:
             write_record(record)
     if is_main:

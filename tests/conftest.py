@@ -88,6 +88,12 @@ def sweep_job(corpus: Path, cache: Path) -> list[str]:
     ]
 
 
+# For lmexp's Optuna sweeper: a pruner that stops every trial at its first validation from step 4 on
+# (perplexity is always > 1), so which trials it stops is known in advance, unlike a median or ASHA decision.
+PRUNE_FROM_STEP_4 = ["hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.upper=1.0",
+                     "hydra.sweeper.pruner.n_warmup_steps=4"]
+
+
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory, small_corpus, cache_dir) -> tuple[subprocess.CompletedProcess, Path]:
     """A real 2x2 sweep (optimizer.lr x seed, basic launcher, W&B offline): the command's result

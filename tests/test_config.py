@@ -230,7 +230,7 @@ SUPPLIED = {
 # Keys lmexp reads around the call rather than passing them on.
 READ_AROUND = {"model": ("init_from", "freeze_backbone"), "logger.wandb": ("init_timeout",)}
 # Options that hold no `_target_` node (anything else without one is a typo such as `_targt_`).
-NO_TARGET = {"model/from_run", "callbacks/none", "logger/none", "paths/default"}
+NO_TARGET = {"model/from_run", "callbacks/none", "logger/none", "paths/default", "hydra/sweeper/pruner/none"}
 # Shrunk for the real instantiation (the signature check sees the same keys): 17M-85M parameters otherwise.
 SHRINK = {"model/gpt_small": SMALL_MODEL["native"], "model/bert_base": SMALL_MODEL["native"],
           "model/seed_encoder": SMALL_MODEL["seed_encoder"], "model/bag_of_ngrams": SMALL_MODEL["ngrams"]}

@@ -1,5 +1,5 @@
 """One Optuna study shared by several `lmexp-train -m` processes through an RDB storage (sqlite here,
-PostgreSQL on a cluster), continued by a re-run."""
+PostgreSQL on a cluster), continued by a re-run; a new database created by several processes at once."""
 
 from __future__ import annotations
 
@@ -19,6 +19,28 @@ TRIALS = ["hparams_search=default_optuna", "hydra.sweeper.n_trials=2", "logger=c
 def optuna_sweep(corpus, cache, storage: str, study: str, cwd, seed: int) -> list[str]:
     return [sys.executable, "-m", "lmexp.train", "-m", *sweep_job(corpus, cache), *TRIALS,
             f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={study}", f"seed={seed}"]
+
+
+def _open(url: str) -> None:
+    from lmexp.runs.study import open_storage
+
+    optuna.create_study(storage=open_storage(url), study_name="race", load_if_exists=True)
+
+
+def test_processes_creating_one_new_sqlite_database_at_once(tmp_path):
+    """Optuna's RDBStorage creates the schema, then stamps its version, unguarded: processes that
+    create a new sqlite file at the same moment race on the stamp (DESIGN.md §7). open_storage
+    creates it under a file lock: every process gets the one study."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    processes = [multiprocessing.get_context("fork").Process(target=_open, args=(url,)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 0, 0]
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["race"]
 
 
 def test_two_processes_and_a_rerun_share_one_sqlite_study(tmp_path, small_corpus, cache_dir):

@@ -45,6 +45,8 @@ def fitting(group: str, option: str) -> list[str]:
         return ["tokenizer.name_or_path=gpt2"]
     if group == "model" and option == "from_run":
         return []  # needs a real run: covered in test_classification / test_checkpointing
+    if group.startswith("hydra/sweeper/"):  # the Optuna sweeper's samplers and pruners
+        return ["hydra/sweeper=optuna"]
     return []
 
 

@@ -1,6 +1,7 @@
 """Sweeps on a real SLURM cluster (scripts/slurm-up.sh starts a one-node one on localhost): a job
 array with the basic launcher's records and result, a job killed from outside, preemption (requeue)
-and SIGTERM (what SLURM sends at the time limit) continuing from last.ckpt to the same metrics."""
+and SIGTERM (what SLURM sends at the time limit) continuing from last.ckpt to the same metrics, and an
+Optuna search whose trials, each a SLURM job, report to the study and are pruned."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import cli, start_cli, sweep_job, wait_for_record
+from conftest import PRUNE_FROM_STEP_4, cli, start_cli, sweep_job, wait_for_record
 from lmexp.tools import compare
 from conftest import read_summary
 from lmexp.wandb_offline import find_offline_runs, read_offline_run
@@ -139,3 +140,28 @@ def test_preempted_and_sigtermed_jobs_continue_to_the_same_metrics(tmp_path, sma
     assert resumed["resumed_from"] == str(sweep_dir / "1" / "checkpoints" / "last.ckpt")
     assert requeued["metrics"] == resumed["metrics"] == through["metrics"]
     assert requeued["global_step"] == resumed["global_step"] == through["global_step"] == 40
+
+
+def test_optuna_trials_on_the_cluster_report_and_are_pruned(tmp_path, small_corpus, cache_dir):
+    """Three trials, two at a time, each a SLURM job of its own: every job reaches the study (a journal
+    file in the sweep directory), reports at steps 2 and 4 and is pruned at 4; pruned is no failure."""
+    import optuna
+
+    from lmexp.runs.study import journal_url, open_storage
+
+    sweep_dir = tmp_path / "sweep"
+    result = cli("-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "hparams_search=default_optuna",
+                 "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "trainer.max_steps=6", *PRUNE_FROM_STEP_4,
+                 *SLURM, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 jobs: 3 pruned" in result.stdout
+    trials = optuna.load_study(study_name=sweep_dir.name, storage=open_storage(journal_url(sweep_dir / "optuna.journal"))).trials
+    assert [t.state.name for t in trials] == ["PRUNED"] * 3
+    for trial in trials:
+        job = sweep_dir / str(trial.user_attrs["lmexp_job"])
+        record = read_summary(job)
+        assert sorted(trial.intermediate_values) == [2, 4] and record["status"] == "pruned"
+        assert record["pruned"]["value"] == trial.intermediate_values[4] == trial.value
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    # One SLURM job per trial (not an array): each submitted when a slot freed.
+    assert len({p.name for p in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+", p.name)}) == 3

@@ -14,10 +14,11 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
-from conftest import cli, start_cli, sweep_job, wait_for_record
+from conftest import PRUNE_FROM_STEP_4, cli, start_cli, sweep_job, wait_for_record
 from lmexp.runs import sweep
+from lmexp.runs.study import journal_url
 from lmexp.tools import compare
 from lmexp.config import config_dir, register_resolvers
 from lmexp.errors import ConfigError
@@ -126,13 +127,13 @@ def test_a_job_killed_from_outside_is_recorded_and_resumed(tmp_path, small_corpu
 
 
 def test_optuna_search_survives_failed_trials(tmp_path, small_corpus, cache_dir):
-    # With the default seed the sampler draws lr=-1 for trials 0 and 1, and 0.01 for trial 2.
+    # With the default seed, Optuna 5's TPE draws lr=0.01 for trials 0 and 1, and -1 for trial 2.
     result = cli("-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "hparams_search=default_optuna",
                  "hydra.sweeper.n_trials=3", "optimizer.lr=choice(-1,0.01)", cwd=tmp_path)
     sweep_dir = the_sweep(tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Directions: ['minimize']" in result.stdout
-    assert re.search(r"3 jobs: 1 completed, 2 failed \(job 0: .*; job 1: ", result.stdout)
+    assert "3 jobs: 2 completed, 1 failed (job 2: optimizer.lr=-1: expected a number > 0)" in result.stdout
     records = [read_summary(d) for d in job_dirs(sweep_dir)]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     completed = [r["metrics"]["val/perplexity"] for r in records if r["status"] == "completed"]
@@ -212,3 +213,143 @@ def test_slurm_preset_composes_into_an_sbatch_script(tmp_path, monkeypatch):
     assert "--signal=USR2" not in script
     assert "gpus" not in sbatch_script(cpu) and "--ntasks-per-node=4" in sbatch_script(cpu)  # CPU job: no GPU asked
     sweep.check_ranks(cfg.trainer, cfg.hydra.launcher._target_)  # ranks started by SLURM: allowed
+
+
+# --- Optuna: pruning, slots that refill at once, a killed search continued -------------------------
+
+def study_trials(storage: str, name: str) -> dict[int, "optuna.trial.FrozenTrial"]:
+    """The study's trials by the sweep job that ran them."""
+    import optuna
+
+    from lmexp.runs.study import open_storage
+
+    trials = optuna.load_study(study_name=name, storage=open_storage(storage)).trials
+    return {t.user_attrs["lmexp_job"]: t for t in trials if "lmexp_job" in t.user_attrs}
+
+
+def test_the_pruner_stops_a_trial(make_cfg, small_corpus, cache_dir, tmp_path):
+    """In process: the callback reports val/perplexity at each validation to the trial (through a
+    journal file, as a job in another process does) and stops training when the pruner says so."""
+    import optuna
+
+    from lmexp.runs.study import open_storage
+
+    storage = journal_url(tmp_path / "study.journal")
+    optuna.create_study(storage=open_storage(storage), study_name="s").ask()
+    pruning = {"_target_": "lmexp.callbacks.pruning.OptunaPruning", "storage": storage, "study_name": "s",
+               "trial_number": 0, "monitor": "val/perplexity",
+               "pruner": {"_target_": "optuna.pruners.ThresholdPruner", "upper": 1.0, "n_warmup_steps": 4}}
+    cfg = make_cfg([*sweep_job(small_corpus, cache_dir), "trainer.max_steps=8"])
+    with open_dict(cfg):
+        cfg.callbacks.pruning = pruning
+    train(cfg)
+    record = read_summary(tmp_path / "run")
+    [trial] = optuna.load_study(study_name="s", storage=open_storage(storage)).trials
+    assert sorted(trial.intermediate_values) == [2, 4]  # reported at each validation, stopped at the first past warm-up
+    assert record["status"] == "pruned" and record["global_step"] == 4
+    assert record["pruned"] == {"step": 4, "metric": "val/perplexity", "value": trial.intermediate_values[4]}
+    assert "val/perplexity" not in record["metrics"]  # no final scoring for a pruned run
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    [run] = [read_offline_run(p) for p in find_offline_runs(tmp_path / "run" / "wandb")]
+    assert run.exit_code == 0 and "pruned" in run.tags and run.summary["pruned/step"] == 4
+
+
+def test_pruned_failed_and_completed_trials_agree_in_study_and_records(tmp_path, small_corpus, cache_dir, capsys):
+    """A grid of four trials: lr=-1 fails (twice), max_steps=2 completes before the pruner's warm-up,
+    max_steps=6 is pruned at step 4. The study holds what the records say, and the line counts them."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = cli("-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "hparams_search=default_optuna",
+                 "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=6", "hydra.sweeper.params=null", *PRUNE_FROM_STEP_4,
+                 f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=grid",
+                 "optimizer.lr=choice(-1,0.01)", "trainer.max_steps=choice(2,6)", cwd=tmp_path)
+    sweep_dir = the_sweep(tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]  # two trials failed
+    assert re.search(r"4 jobs: 1 completed, 1 pruned, 2 failed \(job \d: optimizer.lr=-1", result.stdout)
+    trials = study_trials(storage, "grid")
+    assert sorted(trials) == [0, 1, 2, 3]  # the grid is done after four: no further trials
+    state = {"completed": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}
+    for job, trial in trials.items():
+        record = read_summary(sweep_dir / str(job))
+        assert trial.state.name == state[record["status"]]
+        assert "optuna_trial" not in " ".join(record["overrides"])  # not part of the run's identity
+        if record["status"] == "completed":
+            assert trial.value == record["metrics"]["val/perplexity"] and trial.params["trainer.max_steps"] == 2
+        if record["status"] == "pruned":
+            assert record["pruned"]["step"] == 4 and trial.value == record["pruned"]["value"]
+            assert trial.params == {"optimizer.lr": 0.01, "trainer.max_steps": 6}
+        if record["status"] == "failed":
+            assert trial.user_attrs["fail_reason"] == f"failed: {record['error']}" and trial.params["optimizer.lr"] == -1
+
+    assert compare.main(["compare", str(sweep_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "stopped by the study's pruner at step 4: val/perplexity = " in shown and re.search(r"\bfailed\b", shown)
+
+
+def test_a_free_slot_takes_the_next_trial_at_once(tmp_path, small_corpus, cache_dir):
+    """Two trials in flight (joblib): trial 0 is frozen (SIGSTOP) as soon as it starts; trials 1 and
+    2 must both run to the end beside it (with batches of two, trial 2 would wait for trial 0). Then
+    trial 0 is killed: told FAIL with its death, recorded as failed, and the search ends."""
+    sweep_dir = tmp_path / "sweep"
+    process = start_cli("-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "hparams_search=default_optuna",
+                        "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
+                        "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    frozen = wait_for_record(sweep_dir / "0", "running")["pid"]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        wait_for_record(sweep_dir / "1", "completed")
+        wait_for_record(sweep_dir / "2", "completed")
+        assert read_summary(sweep_dir / "0")["status"] == "running"
+    finally:
+        os.kill(frozen, signal.SIGKILL)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 1, output[-3000:]
+    assert "3 jobs: 2 completed, 1 failed (job 0: job died: killed by SIGKILL)" in output
+    trials = study_trials(journal_url(sweep_dir / "optuna.journal"), sweep_dir.name)
+    assert [trials[j].state.name for j in (0, 1, 2)] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[0].user_attrs["fail_reason"] == "failed: job died: killed by SIGKILL"
+    assert trials[2].datetime_start < trials[0].datetime_complete
+
+
+def test_a_killed_search_continues_where_it_stopped(tmp_path, small_corpus, cache_dir):
+    """The search is killed while trial 0 runs. Run again with the same storage and study (and
+    resume=true in its sweep directory): trial 0 is told FAIL and asked again with its parameters in
+    job 0's directory, and the search finishes: every trial pruned is a success (exit status 0)."""
+    storage, sweep_dir = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "sweep"
+    search = ["-m", *sweep_job(small_corpus, cache_dir), "logger=csv", "hparams_search=default_optuna",
+              "hydra.sweeper.n_trials=2", "trainer.max_steps=6", *PRUNE_FROM_STEP_4, f"hydra.sweeper.storage={storage}",
+              "hydra.sweeper.study_name=killed", f"hydra.sweep.dir={sweep_dir}"]
+    process = start_cli(*search, cwd=tmp_path)
+    os.kill(wait_for_record(sweep_dir / "0", "running")["pid"], signal.SIGKILL)  # the basic launcher: the search itself
+    process.communicate(timeout=60)
+    killed = study_trials(storage, "killed")
+    assert [t.state.name for t in killed.values()] == ["RUNNING"]
+
+    result = cli(*search, "resume=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 jobs: 2 pruned" in result.stdout
+    import optuna
+
+    from lmexp.runs.study import open_storage
+
+    trials = optuna.load_study(study_name="killed", storage=open_storage(storage)).trials
+    assert [(t.state.name, t.user_attrs["lmexp_job"]) for t in trials] == [("FAIL", 0), ("PRUNED", 0), ("PRUNED", 1)]
+    assert trials[0].user_attrs["fail_reason"] == "its search was killed while the trial ran"
+    assert trials[1].params == trials[0].params
+    assert read_summary(sweep_dir / "0")["status"] == "pruned"
+
+
+def test_optuna_search_space_syntax():
+    """hydra-optuna-sweeper's syntax, to Optuna's distributions; the command line wins over params."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.lmexp_sweeper._search import override_value, search_space
+
+    space, fixed = search_space(
+        {"optimizer.lr": "tag(log, interval(1e-4, 3e-2))", "optimizer.weight_decay": "interval(0.0, 0.3)",
+         "model.n_layers": "range(1,4)", "seed": "7"},
+        ["optimizer.weight_decay=choice(0.0,0.1)", "model.d_model=int(interval(16, 64))", "logger=csv", "seed=3"])
+    assert space == {"optimizer.lr": FloatDistribution(1e-4, 3e-2, log=True),
+                     "optimizer.weight_decay": CategoricalDistribution([0.0, 0.1]),
+                     "model.n_layers": CategoricalDistribution([1, 2, 3]), "model.d_model": IntDistribution(16, 64)}
+    assert fixed == ["logger=csv", "seed=3"]
+    assert [override_value(v) for v in (None, True, 0.1, "csv")] == ["null", "true", "0.1", "csv"]

@@ -13,6 +13,11 @@ jobs complete, the end-of-sweep summary lists it and `resume=true` re-runs only 
   from the scheduler: sacct where the cluster keeps accounting, else `scontrol show job` (a
   cluster without accounting, where every sacct call fails and submitit warns on each poll and
   never learns that a job died). `SlurmLauncher` asks for GPUs only for jobs that use them.
+
+Beside Hydra's `launch` (a batch of jobs, returned when all are done), each launcher has
+`submit(overrides, idx)`: one job started now, its JobReturn a Future. lmexp's Optuna sweeper
+(hydra_plugins/lmexp_sweeper) keeps n_jobs of them in flight and asks for the next trial as soon as
+any one ends, instead of waiting for a batch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import multiprocessing
 import signal
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,12 +51,17 @@ def exit_description(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def dead_job_return(hydra_context, config: DictConfig, overrides: Sequence[str], idx: int, error: str) -> JobReturn:
-    """Record job `idx` as failed (`error`) and return what the sweeper gets for it (the worst value)."""
+def job_config(hydra_context, config: DictConfig, overrides: Sequence[str], idx: int) -> tuple[DictConfig, Path]:
+    """Job `idx`'s config, as its process composes it, and its run directory."""
     job_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     with open_dict(job_cfg.hydra.job):
         job_cfg.hydra.job.num = idx
-    run_dir = Path(job_cfg.hydra.sweep.dir) / str(job_cfg.hydra.sweep.subdir)
+    return job_cfg, Path(job_cfg.hydra.sweep.dir) / str(job_cfg.hydra.sweep.subdir)
+
+
+def dead_job_return(hydra_context, config: DictConfig, overrides: Sequence[str], idx: int, error: str) -> JobReturn:
+    """Record job `idx` as failed (`error`) and return what the sweeper gets for it (the worst value)."""
+    job_cfg, run_dir = job_config(hydra_context, config, overrides, idx)
     value = record_dead_job(job_cfg, run_dir, f"job died: {error}")
     return JobReturn(overrides=list(overrides), cfg=job_cfg, hydra_cfg=job_cfg, working_dir=str(run_dir),
                      task_name=job_cfg.hydra.job.name, status=JobStatus.COMPLETED, _return_value=value)
@@ -59,6 +70,25 @@ def dead_job_return(hydra_context, config: DictConfig, overrides: Sequence[str],
 # --- joblib -------------------------------------------------------------------------------------
 
 class JoblibLauncher(_JoblibLauncher):
+    _executor = None  # submit's loky pool: hydra.launcher.n_jobs workers, kept for the sweep
+
+    def submit(self, overrides: Sequence[str], idx: int) -> Future:
+        """Job `idx` on a free worker of the pool (the same kind of process `launch` uses)."""
+        from joblib._parallel_backends import LokyBackend
+        from joblib.externals.loky import cpu_count, get_reusable_executor
+
+        if self._executor is None:
+            setup_globals()
+            Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+            n_jobs = self.joblib.get("n_jobs") or 1
+            workers = cpu_count() + 1 + n_jobs if n_jobs < 0 else n_jobs
+            # As joblib.Parallel's loky pool: cores/workers threads each, idle workers kept 300 s.
+            self._executor = get_reusable_executor(max_workers=workers, timeout=300,
+                                                   env=LokyBackend()._prepare_worker_env(workers))
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        return self._executor.submit(run_in_child, idx, list(overrides), self.hydra_context, self.config,
+                                     self.task_function, Singleton.get_state())
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from joblib import Parallel, delayed
 
@@ -116,7 +146,9 @@ def _child_job(send, *args: Any) -> None:
 class _WaitForEveryJob:
     """`launch` of Hydra's submitit launchers, except that a job that dies is recorded, not raised."""
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    _submitted = None  # submit's executor and the threads that wait for its jobs
+
+    def executor(self):
         import submitit
 
         params = dict(self.params)
@@ -129,6 +161,25 @@ class _WaitForEveryJob:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, sweep_dir)
+        return executor
+
+    def submit(self, overrides: Sequence[str], idx: int) -> Future:
+        """Job `idx` submitted now (to SLURM: a job of its own); a thread waits for its result."""
+        if self._submitted is None:
+            self._submitted = (self.executor(), ThreadPoolExecutor(thread_name_prefix="lmexp-job"))
+        executor, waiters = self._submitted
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        job = executor.submit(self, list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+        self.watch([job])
+        return waiters.submit(self._result, job, list(overrides), idx)
+
+    def __getstate__(self) -> dict:
+        # The launcher itself is what a job runs (Hydra's submitit launchers are callables): it
+        # travels without the sweep side's executor and threads.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_submitted", "_watcher")}
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        executor = self.executor()
         jobs_args = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
@@ -170,12 +221,15 @@ class SlurmLauncher(_WaitForEveryJob, submitit_launcher.SlurmLauncher):
             params = {**params, "gpus_per_node": int(trainer.devices) if gpus else None}
         return params
 
+    _watcher = None  # job states from scontrol (a cluster without accounting), for every job of the sweep
+
     def watch(self, jobs: list) -> None:
-        if not accounting_enabled():
-            watcher = ScontrolWatcher(delay_s=5)
+        if self._watcher is None and not accounting_enabled():
+            self._watcher = ScontrolWatcher(delay_s=5)
+        if self._watcher is not None:
             for job in jobs:
-                job.watcher = watcher
-                watcher.register_job(job.job_id)
+                job.watcher = self._watcher
+                self._watcher.register_job(job.job_id)
 
     def death(self, job, error: Exception) -> str:
         info = job.get_info(mode="cache")

@@ -20,7 +20,7 @@ METRIC_ORDER = ("loss", "perplexity", "acc", "f1", "precision", "recall", "mcc")
 NOT_RESULT_AFFECTING = ("paths", "logger", "callbacks", "impl", "ckpt_path", "tags",
                         "task_name",  # gone from train.yaml; older records still have it
                         "allow_config_change", "trust_checkpoint", "checkpoint",  # how a run resumes and saves
-                        "resume", "fail_fast")  # the last two: lmexp.runs.sweep.SWEEP_SWITCHES
+                        "resume", "fail_fast", "optuna_trial")  # the last three: lmexp.runs.sweep.SWEEP_SWITCHES
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -74,7 +74,7 @@ class RunRecord:
 
     run_dir: Path
     task: str = "train"  # train | eval
-    status: str = "running"  # running | completed | failed | interrupted
+    status: str = "running"  # running | completed | pruned | failed | interrupted
     error: str | None = None  # one line: the message of an expected failure, else "ExceptionType: message"
     metrics: dict[str, float] = field(default_factory=dict)  # final whole-split val/ and test/, last train/
     optimized_metric: str | None = None  # what a sweeper optimizes (train.yaml's optimized_metric)
@@ -90,6 +90,7 @@ class RunRecord:
     num_parameters: int | None = None
     preprocessing: dict | None = None  # {"cache_hit": bool, "seconds": float}
     test_split: str | None = None  # classification: where the test examples came from
+    pruned: dict | None = None  # {"step", "metric", "value"}: where the study's pruner stopped the run
     best: dict | None = None  # {"metric", "value", "checkpoint"} of the monitored best checkpoint
     wandb: dict | None = None  # {"mode", "run_id", "dir"}
     wall_time_s: float | None = None
@@ -151,7 +152,11 @@ def print_results(record: RunRecord) -> None:
         cells = [metrics.get(f"{s}/{name}") for s in stages]
         table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
     console = Console()
-    console.print(table)
+    if record.pruned:  # stopped by the study's pruner: no final scoring
+        pruned = record.pruned
+        console.print(f"pruned at step {pruned['step']}: {pruned['metric']} = {pruned['value']:.4f}")
+    else:
+        console.print(table)
     tps = record.tokens_per_s
     console.print(f"{record.global_step} steps in {record.wall_time_s:.1f}s" + (f", {tps:,.0f} tokens/s" if tps else ""))
     console.print(f"run directory: {record.run_dir}", soft_wrap=True)

@@ -3,8 +3,7 @@ and the report at the end.
 
 A sweep job never stops its sweep: a failure is recorded in the job's summary.json (its W&B run
 is closed as failed by `train`), and the sweeper gets the worst possible value of the optimized
-metric, a float. (The worst value rather than NaN: hydra-optuna-sweeper 1.3 with optuna 2.10
-crashes the whole study on a NaN, while an infinite value is a completed, worst trial.)
+metric, a float (lmexp's Optuna sweeper reads the record instead and tells the study FAIL).
 A job marks its record `running` (with its pid and host) when it starts; a job killed from outside
 (SIGKILL, the OOM killer, a lost node) never gets further, and the launcher (hydra_plugins/lmexp_launchers) then
 records it as failed with the signal or the scheduler's reason (`record_dead_job`).
@@ -36,9 +35,9 @@ from lmexp.errors import ConfigError, ExpectedFailure
 
 log = logging.getLogger("lmexp")
 
-# Switches that steer the sweep machinery, not the job: left out of the job's recorded overrides
-# (and of its config hash, lmexp.runs.record.NOT_RESULT_AFFECTING).
-SWEEP_SWITCHES = ("resume", "fail_fast")
+# Switches that steer the sweep machinery, not the job (optuna_trial: set by the Optuna sweeper):
+# left out of the job's recorded overrides (and of its config hash, lmexp.runs.record.NOT_RESULT_AFFECTING).
+SWEEP_SWITCHES = ("resume", "fail_fast", "optuna_trial")
 # Written into the sweep directory by a job that fails under fail_fast; the jobs after it see it
 # and do not run. A file works the same for every launcher (one process, joblib workers, SLURM).
 STOP_FILE = "fail_fast.stop"
@@ -188,11 +187,12 @@ def pin_gpu(job: int) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ids[job % len(ids)]
 
 
-STATUSES = ("completed", "failed", "interrupted", "running", "not run")  # the order of the summary line
+STATUSES = ("completed", "pruned", "failed", "interrupted", "running", "not run")  # the order of the summary line
 
 
 def summarize(sweep_dir: Path) -> tuple[str, bool]:
-    """`6 jobs: 5 completed, 1 failed (job 3: <error>)`, and whether every job completed."""
+    """`6 jobs: 4 completed, 1 pruned, 1 failed (job 3: <error>)`, and whether every job completed
+    or was pruned (an Optuna pruner's stop is a result, not a failure)."""
     jobs = sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=_job_order)
     counts: Counter[str] = Counter()
     failures = []
@@ -210,22 +210,22 @@ def summarize(sweep_dir: Path) -> tuple[str, bool]:
         if status == "not run" and (sweep_dir / STOP_FILE).exists():
             part += " (fail_fast)"
         parts.append(part)
-    return f"{len(jobs)} jobs: " + ", ".join(parts), set(counts) <= {"completed"}
+    return f"{len(jobs)} jobs: " + ", ".join(parts), set(counts) <= {"completed", "pruned"}
 
 
 def _job_order(job_dir: Path) -> tuple[int, str]:
     return (int(job_dir.name), "") if job_dir.name.isdigit() else (sys.maxsize, job_dir.name)
 
 
-LAUNCHERS = "hydra_plugins.lmexp_launchers.lmexp_launchers"
+PLUGINS = ("hydra_plugins.lmexp_launchers.lmexp_launchers", "hydra_plugins.lmexp_sweeper.optuna_sweeper")
 
 
-def register_launcher(target: str) -> None:
-    """Register lmexp's launcher `target` with Hydra. Hydra finds plugins by scanning the
+def register_plugin(target: str) -> None:
+    """Register lmexp's launcher or sweeper `target` with Hydra. Hydra finds plugins by scanning the
     hydra_plugins package, which misses lmexp's under pip's editable install (`pip install -e`);
-    this callback runs before Hydra instantiates the launcher."""
+    this callback runs before Hydra instantiates the sweeper and the launcher."""
     module, _, name = target.rpartition(".")
-    if module == LAUNCHERS:
+    if module in PLUGINS:
         import importlib
 
         from hydra.core.plugins import Plugins
@@ -234,10 +234,12 @@ def register_launcher(target: str) -> None:
 
 
 class SweepReport(Callback):
-    """Hydra callback: the sweep's one-line summary at the end, exit status 1 unless all completed."""
+    """Hydra callback: the sweep's one-line summary at the end, exit status 1 unless all completed
+    (or were pruned)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        register_launcher(config.hydra.launcher.get("_target_", ""))
+        register_plugin(config.hydra.launcher.get("_target_", ""))
+        register_plugin(config.hydra.sweeper.get("_target_", ""))
         # A resumed sweep starts afresh: the stop left by an earlier run's failure no longer holds.
         (Path(config.hydra.sweep.dir) / STOP_FILE).unlink(missing_ok=True)
 

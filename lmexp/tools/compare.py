@@ -180,9 +180,17 @@ def make_rows(runs: list[RunRecord], keys: list[str], metric: str, lower: bool) 
             return 1, 0.0
         return 0, mean if lower else -mean
 
-    others = [Row({k: run.override_values().get(k) for k in keys}, run.status, run.error, [run])
+    # Then the runs an Optuna pruner stopped (with where and at what value), then the rest.
+    others = [Row({k: run.override_values().get(k) for k in keys}, run.status, run.error or pruned_note(run), [run])
               for run in runs if run.status != "completed"]
-    return sorted(completed, key=rank) + others
+    return sorted(completed, key=rank) + sorted(others, key=lambda row: row.status != "pruned")
+
+
+def pruned_note(run: RunRecord) -> str | None:
+    if run.status != "pruned" or not run.pruned:
+        return None
+    pruned = run.pruned
+    return f"stopped by the study's pruner at step {pruned['step']}: {pruned['metric']} = {pruned['value']:.4g}"
 
 
 def cell(row: Row, metric: str) -> str:
@@ -210,7 +218,7 @@ def print_table(rows: list[Row], keys: list[str], metrics: list[str], title: str
     from lmexp.tools.tables import print_table as print_fitted
 
     header, body = _table(rows, keys, metrics)
-    styles = [None if row.status == "completed" else "red" for row in rows]
+    styles = [{"completed": None, "pruned": "yellow"}.get(row.status, "red") for row in rows]
     # Too wide for the terminal: several tables, each with the configuration and some of the metrics.
     print_fitted(header, body, whole=set(header), right={"n", *metrics}, title=title, row_styles=styles,
                  repeat=len(keys) + 2)
@@ -255,6 +263,8 @@ def from_wandb(runs: list[RunRecord], metrics: list[str]) -> tuple[list[RunRecor
             continue
         wandb_run = read_offline_run(paths[0])
         status = {0: "completed", None: "running"}.get(wandb_run.exit_code, "failed")
+        if status == "completed" and "pruned" in wandb_run.tags:  # lmexp.callbacks.pruning marks it so
+            status = "pruned"
         if (status == "completed") != (run.status == "completed"):
             mismatches.append(f"{run.run_dir}: status {run.status} in {SUMMARY}, {status} in W&B")
         values = {m: float(v) for m, v in wandb_run.summary.items() if isinstance(v, (int, float))}

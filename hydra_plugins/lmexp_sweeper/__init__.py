@@ -1,0 +1,1 @@
+"""lmexp's Optuna sweeper."""
