@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": ("lmexp.tools.generate", "sample text from a causal LM run"),
     "fill-mask": ("lmexp.tools.generate", "top-k predictions for masked tokens of an MLM run"),
     "export": ("lmexp.tools.export", "write a run as a Hugging Face model directory"),
+    "prepare": ("lmexp.data.prepare", "preprocess a run's data into the cache (token store), no training"),
 }
 
 
