@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+from conftest import SHARED_DATA
 
 from lmexp.data import datamodule as datamodule_module
 from lmexp.data.datamodule import LMDataModule
@@ -173,3 +183,119 @@ def test_random_windows_start_anywhere_and_are_seeded():
     assert list(sampler) == first[7:]
     sampler.set_epoch(1)
     assert list(sampler) != first
+
+
+def test_shards_and_processes_do_not_change_the_store(tmp_path, small_corpus):
+    """num_proc=2 over many tiny shards gives the blocks one process gives over one shard."""
+    source = TextFiles(train_files=f"{small_corpus}/*.txt", document="line")
+    one = LMDataModule(source, BYTE, block_size=16, batch_size=2, cache_dir=str(tmp_path / "a"))
+    many = LMDataModule(source, BYTE, block_size=16, batch_size=2, cache_dir=str(tmp_path / "b"), shard_chars=3000,
+                        num_proc=2)
+    one.prepare()
+    many.prepare()
+    assert len(list(Path(many.preprocessing_info["store"]).glob("train-*.npy"))) > 20
+    for split in ("train", "validation", "test"):
+        assert np.array_equal(all_rows(one.blocks[split]), all_rows(many.blocks[split])), split
+
+
+def prepare_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lmexp.data.prepare", *args]
+
+
+def test_a_killed_build_keeps_its_finished_shards_and_ends_identical(tmp_path):
+    from lmexp.data.prepare import prepare
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((SHARED_DATA / "tinyshakespeare" / "input.txt").read_text() * 2)
+    args = ["data=text_files", f"data.train_files={corpus}", "data.document=line", "tokenizer=byte",
+            "data.shard_chars=20000"]
+    # The uninterrupted build, in 2 processes (the store does not depend on them).
+    reference = Path(prepare([*args, f"paths.cache_dir={tmp_path / 'ref'}", "data.num_proc=2"])
+                     .preprocessing_info["store"])
+    assert len(list(reference.glob("train-*.npy"))) > 50
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = prepare_command(*args, f"paths.cache_dir={cache}")
+    killed = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    partial = cache / "preprocessed" / f"{reference.name}.partial"
+    deadline = time.time() + 240
+    while len(list(partial.glob("*.npy"))) < 5 and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the build ended before it could be killed"
+    finished = {path.name: path.stat().st_ino for path in partial.glob("*.npy")}
+    assert finished and not (partial / "index.json").exists()
+    assert not (cache / "preprocessed" / reference.name).exists()  # a half-built store is no cache hit
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    store = cache / "preprocessed" / reference.name
+    assert {name: (store / name).stat().st_ino for name in finished} == finished  # kept, not rebuilt
+    files = sorted(str(p.relative_to(reference)) for p in reference.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+    for name in files:
+        assert (reference / name).read_bytes() == (store / name).read_bytes(), name
+
+
+def test_a_full_disk_while_writing_a_shard_is_one_line_naming_the_cache(tmp_path, small_corpus, monkeypatch):
+    from lmexp.errors import CannotWrite
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lmexp.data.token_store.np.save", disk_full)
+    source = TextFiles(train_files=f"{small_corpus}/*.txt")
+    with pytest.raises(CannotWrite) as err:
+        LMDataModule(source, BYTE, block_size=8, batch_size=2, cache_dir=str(tmp_path / "cache")).prepare()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cannot write token shard train-000000.npy to ")
+    assert str(tmp_path / "cache" / "preprocessed") in message and "the disk is full" in message
+    assert not list((tmp_path / "cache").rglob("*.npy*"))  # nothing half-written left behind
+
+
+def test_refused_writes_while_preparing_are_not_called_reads(tmp_path):
+    from lmexp.build import data_failure
+    from lmexp.errors import CannotWrite
+
+    full = data_failure(str(tmp_path), OSError("Not enough free space on the disk (datasets)"))
+    assert isinstance(full, CannotWrite) and f"to {tmp_path}: the disk is full" in str(full)
+    forbidden = data_failure(str(tmp_path), PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x")))
+    assert isinstance(forbidden, CannotWrite)
+    unreadable = data_failure(str(tmp_path / "cache"), PermissionError(errno.EACCES, "Permission denied", "/data/a.txt"))
+    assert str(unreadable).startswith("data: cannot read the data (PermissionError")
+
+
+def test_streamed_hub_data_is_carved_deterministically_and_never_prepared_whole(tmp_path):
+    (tmp_path / "data.jsonl").write_text("\n".join(f'{{"body": "document number {i}"}}' for i in range(300)))
+
+    def source() -> HubDataset:
+        return HubDataset("json", data_files={"train": str(tmp_path / "data.jsonl")}, text_column="body",
+                          streaming=True, cache_dir=str(tmp_path / "hf"))
+
+    corpus = source().load()
+    parts = split_texts(corpus)
+    assert set(parts) == {"train", "validation", "test"}
+    assert sorted(sum(parts.values(), [])) == sorted(f"document number {i}" for i in range(300))
+    assert parts == split_texts(source().load()) and corpus.fingerprint == source().load().fingerprint
+    dm = LMDataModule(source(), BYTE, block_size=8, batch_size=2, cache_dir=str(tmp_path / "cache"))
+    dm.prepare()
+    assert dm.preprocessing_info["tokens"]["train"] == sum(len(t) + 1 for t in parts["train"])
+    assert not list((tmp_path / "hf").rglob("*.arrow"))  # streamed: no prepared copy of the set
+    with pytest.raises(ConfigError, match="data.text_column=missing"):
+        list(HubDataset("json", data_files=str(tmp_path / "data.jsonl"), text_column="missing", streaming=True,
+                        cache_dir=str(tmp_path / "hf")).load().pieces())
+
+
+def test_tokenizer_trains_on_a_bounded_sample_and_the_record_says_how_much(tmp_path, small_corpus):
+    bpe = {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "bpe", "vocab_size": 300, "min_frequency": 2}
+    source = TextFiles(train_files=f"{small_corpus}/*.txt")
+    train_bytes = sum(len(text.encode()) for text in split_texts(source.load())["train"])
+    whole = LMDataModule(source, {**bpe, "train_bytes": 10**9}, block_size=8, batch_size=2, cache_dir=str(tmp_path))
+    whole.prepare()
+    assert whole.preprocessing_info["tokenizer_text_bytes"] == train_bytes  # a small corpus: all of it
+    sampled = LMDataModule(source, {**bpe, "train_bytes": 20_000}, block_size=8, batch_size=2, cache_dir=str(tmp_path))
+    sampled.prepare()
+    seen = sampled.preprocessing_info["tokenizer_text_bytes"]
+    assert abs(seen - 20_000) <= 4_000  # within one document (4 kB each) of the budget
+    assert sampled.tokenizer.get_vocab() != whole.tokenizer.get_vocab()

@@ -43,17 +43,19 @@ TOKENIZER_SAMPLE = "tokenizer_sample.json"
 
 def tokenizer_texts(corpus: Corpus, train_bytes: int | None) -> Iterator[str]:
     """The train documents a tokenizer learns from: all of them, in order, when there are at most
-    `train_bytes`; else each with probability train_bytes / (the corpus's train text), seeded, so
-    the sample spans the corpus (build_tokenizer stops at train_bytes)."""
+    `train_bytes`; else every (1/rate)-th document from a seeded start, rate = train_bytes / (the
+    corpus's train text), so the sample spans the whole corpus (build_tokenizer stops at train_bytes)."""
     rate = min(1.0, train_bytes / corpus.train_chars) if train_bytes and corpus.train_chars else 1.0
-    draw = random.Random(0).random
+    credit = 1.0 if rate >= 1.0 else random.Random(0).random()
     parts: list[str] = []
     for split, text, ends in corpus.pieces():
         if split != "train":
             continue
         parts.append(text)
         if ends or sum(map(len, parts)) >= MAX_TEXT_CHARS:
-            if rate >= 1.0 or draw() < rate:
+            credit += rate
+            if credit >= 1.0:
+                credit -= 1.0
                 yield "".join(parts)
             parts = []
 
