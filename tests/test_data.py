@@ -74,6 +74,23 @@ def test_text_files_by_line_and_given_splits(tmp_path):
     assert changed.fingerprint != corpus.fingerprint
 
 
+def test_a_big_corpus_fingerprint_is_remembered_until_its_files_change(tmp_path, monkeypatch):
+    from lmexp.data import sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sources, "REMEMBER_FINGERPRINT_BYTES", 10)
+    (tmp_path / "a.txt").write_text("alpha\nbeta\ngamma\n")
+    first = TextFiles(train_files=str(tmp_path / "a.txt"), document="line").load().fingerprint
+    reads = []
+    real_hash = sources.hash_files
+    monkeypatch.setattr(sources, "hash_files", lambda *args: reads.append(1) or real_hash(*args))
+    assert TextFiles(train_files=str(tmp_path / "a.txt"), document="line").load().fingerprint == first
+    assert reads == []  # unchanged: not read again
+    (tmp_path / "a.txt").write_text("alpha\nbeta\ndeltas\n")
+    assert TextFiles(train_files=str(tmp_path / "a.txt"), document="line").load().fingerprint != first
+    assert reads == [1]
+
+
 def test_position_split_is_contiguous_like_nanogpt(tmp_path, monkeypatch):
     # Files read in chunks of 7 bytes: the slices still cut the joined text at the same characters.
     monkeypatch.setattr("lmexp.data.sources.READ_CHUNK", 7)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
@@ -31,7 +32,7 @@ from lmexp.data.sources import Corpus
 from lmexp.data.token_store import (MAX_TEXT_CHARS, SHARD_CHARS, STORE_FORMAT, TokenStream, open_store,
                                     write_index, write_json, write_shards)
 from lmexp.data.tokenizers import TextBudget
-from lmexp.errors import ConfigError, cannot_write
+from lmexp.errors import ConfigError, ExpectedFailure, cannot_write
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,12 @@ class LMDataModule(TokenizedDataModule):
         if saved.is_dir():
             return AutoTokenizer.from_pretrained(str(saved)), json.loads((directory / TOKENIZER_SAMPLE).read_text())["bytes"]
         sample = TextBudget(tokenizer_texts(corpus, tokenizer_cfg.get("train_bytes")), tokenizer_cfg.get("train_bytes"))
-        tokenizer = instantiate(tokenizer_cfg, texts=iter(sample))
+        try:
+            tokenizer = instantiate(tokenizer_cfg, texts=iter(sample))
+        except InstantiationException as err:  # the text it reads streams: a bad file fails in there
+            if isinstance(err.__cause__, ExpectedFailure):
+                raise err.__cause__ from None
+            raise
         scratch = directory / "tokenizer.tmp"
         shutil.rmtree(scratch, ignore_errors=True)
         try:

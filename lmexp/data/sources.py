@@ -26,6 +26,7 @@ from datasets import Dataset, DatasetDict
 
 from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError
+from lmexp.machine_cache import cache_home, read_json, write_json
 
 SPLITS = ("train", "validation", "test")
 
@@ -38,6 +39,8 @@ READ_CHUNK = 2**23
 # Up to this many documents, a split by document is the exact seeded shuffle it always was; beyond,
 # each document is drawn into a split on its own (seeded), so the split streams in constant memory.
 EXACT_SPLIT_DOCS = 2**22
+# Text files bigger than this in all have their fingerprint remembered (see files_fingerprint).
+REMEMBER_FINGERPRINT_BYTES = 2**28
 
 
 @dataclass
@@ -110,6 +113,25 @@ def hash_files(files: list[Path], hasher: "hashlib._Hash") -> None:
         with open(path, "rb") as f:
             while chunk := f.read(READ_CHUNK):
                 hasher.update(chunk)
+
+
+def files_fingerprint(files: list[Path], salt: str) -> str:
+    """A hash of `salt` and the files' names and bytes. Of files above REMEMBER_FINGERPRINT_BYTES in
+    all, it is remembered (~/.cache/lmexp/fingerprints) under their paths, sizes and modification
+    times, so the runs after the first of an unchanged big corpus start without reading it."""
+    stats = [(str(path.resolve()), *((s := path.stat()).st_size, s.st_mtime_ns)) for path in files]
+    memo = None
+    if sum(stat[1] for stat in stats) > REMEMBER_FINGERPRINT_BYTES:
+        memo = cache_home() / "fingerprints" / f"{hashlib.sha256(repr((salt, stats)).encode()).hexdigest()[:24]}.json"
+        known = read_json(memo)
+        if isinstance(known, str):
+            return known
+    hasher = hashlib.sha256(salt.encode())
+    hash_files(files, hasher)
+    fingerprint = hasher.hexdigest()[:16]
+    if memo is not None:
+        write_json(memo, fingerprint)
+    return fingerprint
 
 
 def file_texts(path: Path) -> Iterator[str]:
@@ -273,11 +295,10 @@ class TextFiles:
 
     def load(self) -> Corpus:
         """The fingerprint (a hash of the files' bytes); the text streams later, from `pieces`."""
-        hasher = hashlib.sha256(f"{self.document}|{self.split}".encode())
-        for files in self.files.values():
-            hash_files(files, hasher)
+        fingerprint = files_fingerprint([path for files in self.files.values() for path in files],
+                                        f"{self.document}|{self.split}")
         size = sum(path.stat().st_size for path in self.files["train"])
-        return Corpus(fingerprint=hasher.hexdigest()[:16], stream=self.pieces,
+        return Corpus(fingerprint=fingerprint, stream=self.pieces,
                       train_chars=int(size * (1 - held_out(self.carve_spec()))))
 
     def carve_spec(self) -> SplitSpec:
