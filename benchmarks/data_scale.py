@@ -189,9 +189,9 @@ def main() -> None:
             for label, m in medians.items():
                 vs_floor = m["mbps"] / medians["floor"]["mbps"]
                 vs_one = f"{m['mbps'] / one['mbps']:.2f}x" if one and label.startswith("lmexp") else ""
-                above = m["rss_gb"] - baseline[name]
+                above = f"{m['rss_gb'] - baseline[name]:.2f}GB" if label.startswith("lmexp") else ""
                 rows.append(f"{size / 1e6:>6.0f}MB {name:>9} {label:>9} {int(m['tokens']):>14,} {m['seconds']:>8.1f} "
-                            f"{m['wall_s']:>8.1f} {m['mbps']:>7.2f} {m['rss_gb']:>7.2f}GB {above:>8.2f}GB "
+                            f"{m['wall_s']:>8.1f} {m['mbps']:>7.2f} {m['rss_gb']:>7.2f}GB {above:>10} "
                             f"{m['store_mb']:>9.0f} {vs_floor:>7.2f}x {vs_one:>9}")
                 print(rows[-1], flush=True)
     print("\n" + header)
