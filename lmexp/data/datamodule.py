@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 from lmexp.data.cache import cache_key, load_or_build
 from lmexp.data.packing import ResumableRandomSampler, TokenBlocks, TokenWindows, smallest_dtype
 from lmexp.data.sources import Corpus
-from lmexp.data.token_store import (MAX_TEXT_CHARS, SHARD_CHARS, STORE_FORMAT, TokenStream, open_store,
-                                    write_index, write_json, write_shards)
+from lmexp.data.token_store import (SHARD_CHARS, STORE_FORMAT, TokenStream, joined, open_store, write_index,
+                                    write_json, write_shards)
 from lmexp.data.tokenizers import TextBudget
 from lmexp.errors import ConfigError, ExpectedFailure, cannot_write
 
@@ -48,17 +48,12 @@ def tokenizer_texts(corpus: Corpus, train_bytes: int | None) -> Iterator[str]:
     corpus's train text), so the sample spans the whole corpus (build_tokenizer stops at train_bytes)."""
     rate = min(1.0, train_bytes / corpus.train_chars) if train_bytes and corpus.train_chars else 1.0
     credit = 1.0 if rate >= 1.0 else random.Random(0).random()
-    parts: list[str] = []
-    for split, text, ends in corpus.pieces():
-        if split != "train":
-            continue
-        parts.append(text)
-        if ends or sum(map(len, parts)) >= MAX_TEXT_CHARS:
+    for split, text, _ in joined(corpus.pieces()):
+        if split == "train":
             credit += rate
             if credit >= 1.0:
                 credit -= 1.0
-                yield "".join(parts)
-            parts = []
+                yield text
 
 
 class TokenizedDataModule(pl.LightningDataModule):

@@ -59,33 +59,33 @@ def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.npy"
 
 
+def joined(pieces: Iterable[tuple[str, str, bool]]) -> Iterator[tuple[str, str, bool]]:
+    """The pieces of each document joined, at most ~MAX_TEXT_CHARS at a time: (split, text, ends)."""
+    parts: dict[str, list[str]] = collections.defaultdict(list)
+    chars: dict[str, int] = collections.defaultdict(int)
+    for split, text, ends in pieces:
+        if ends and not parts[split]:  # a whole document (most are)
+            yield split, text, True
+            continue
+        parts[split].append(text)
+        chars[split] += len(text)
+        if ends or chars[split] >= MAX_TEXT_CHARS:
+            yield split, "".join(parts[split]), ends
+            parts[split], chars[split] = [], 0
+    for split, rest in parts.items():
+        if rest:  # a source always ends its documents; end an unended one here
+            yield split, "".join(rest), True
+
+
 class ShardCutter:
-    """Cuts streamed pieces of text (split, text, ends_document) into shards of ~shard_chars."""
+    """Cuts a stream of texts (split, text, ends_document) into shards of ~shard_chars per split."""
 
     def __init__(self, shard_chars: int) -> None:
         self.shard_chars = shard_chars
         self.open: dict[str, Shard] = {}
-        self.parts: dict[str, list[str]] = collections.defaultdict(list)  # the document being joined
-        self.part_chars: dict[str, int] = collections.defaultdict(int)
         self.count: dict[str, int] = collections.defaultdict(int)
 
     def add(self, split: str, text: str, ends: bool) -> Iterator[Shard]:
-        parts = self.parts[split]
-        parts.append(text)
-        self.part_chars[split] += len(text)
-        if ends or self.part_chars[split] >= MAX_TEXT_CHARS:
-            yield from self._push(split, "".join(parts), ends)
-            parts.clear()
-            self.part_chars[split] = 0
-
-    def finish(self) -> Iterator[Shard]:
-        for split, parts in self.parts.items():
-            if parts:  # a source always ends its documents; end an unended one here
-                yield from self._push(split, "".join(parts), True)
-        for split in list(self.open):
-            yield self.open.pop(split)
-
-    def _push(self, split: str, text: str, ends: bool) -> Iterator[Shard]:
         shard = self.open.get(split)
         if shard is None:
             shard = self.open[split] = Shard(split, self.count[split])
@@ -95,6 +95,10 @@ class ShardCutter:
         shard.texts.append(text)
         shard.chars += len(text)
         if shard.chars >= self.shard_chars:
+            yield self.open.pop(split)
+
+    def finish(self) -> Iterator[Shard]:
+        for split in list(self.open):
             yield self.open.pop(split)
 
 
@@ -175,7 +179,7 @@ def write_shards(pieces: Iterable[tuple[str, str, bool]], tokenizer, directory: 
                 yield shard
 
     def all_shards() -> Iterator[Shard]:
-        for split, text, ends in pieces:
+        for split, text, ends in joined(pieces):
             yield from todo(cutter.add(split, text, ends))
         yield from todo(cutter.finish())
 
