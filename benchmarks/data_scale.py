@@ -12,8 +12,9 @@ means N cores.
 Printed per run: corpus size, tokens, preprocessing seconds (lmexp's own timer: hashing, reading,
 tokenizing, writing; the floor's: its loop), wall seconds of the whole command, MB/s of
 preprocessing, peak RSS (GNU time: the largest single process), peak RSS above the baseline (the
-same command on a 100 kB corpus), store size; then the ratios: lmexp / floor MB/s, and N
-processes / 1 process. Medians over --rounds.
+same command on a 100 kB corpus), store size, the seconds a second run takes to open the store
+(a cache hit); then the ratios: lmexp / floor MB/s, and N processes / 1 process. Medians over
+--rounds.
 
     python benchmarks/data_scale.py --sizes 0.2GB,0.8GB,3.2GB --rounds 3
     python benchmarks/data_scale.py --sizes 5MB --rounds 1        # check the script (~1 min)
@@ -117,6 +118,9 @@ def run_lmexp(corpus: Path, tokenizer: list[str], procs: int, cache: Path, env: 
     result["tokens"] = sum(int(n.replace(",", "")) for n in re.findall(r": ([\d,]+) tokens", out))
     store = Path(re.search(r"built in [\d.]+ s: (\S+)", out).group(1))
     result["store_mb"] = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 1e6
+    # The same command again: a cache hit, which opens the store (start-up must not grow with it).
+    again = subprocess.run(command, env=env, capture_output=True, text=True)
+    result["open_s"] = float(re.search(r"cache hit in ([\d.]+) s", again.stdout).group(1))
     shutil.rmtree(cache, ignore_errors=True)
     return result
 
@@ -127,6 +131,7 @@ def run_floor(corpus: Path, tokenizer_json: Path, work: Path, env: dict) -> dict
     match = re.search(r"floor: (\d+) tokens in ([\d.]+) s", result["stdout"])
     result["tokens"], result["seconds"] = int(match.group(1)), float(match.group(2))
     result["store_mb"] = out.stat().st_size / 1e6
+    result["open_s"] = float("nan")
     out.unlink()
     return result
 
@@ -168,7 +173,7 @@ def main() -> None:
     print(f"baseline peak RSS (100 kB corpus): " + ", ".join(f"{k} {v:.2f} GB" for k, v in baseline.items()))
 
     header = (f"{'corpus':>8} {'tokenizer':>9} {'run':>9} {'tokens':>14} {'prep s':>8} {'wall s':>8} {'MB/s':>7} "
-              f"{'peak RSS':>9} {'above base':>10} {'store MB':>9} {'vs floor':>8} {'vs 1 proc':>9}")
+              f"{'peak RSS':>9} {'above base':>10} {'store MB':>9} {'open s':>7} {'vs floor':>8} {'vs 1 proc':>9}")
     rows = []
     for size in sizes:
         corpus = work / f"corpus-{size}.txt"
@@ -181,7 +186,7 @@ def main() -> None:
                 for n in procs:
                     runs.setdefault(f"lmexp x{n}", []).append(run_lmexp(corpus, overrides, n, work / "cache", env))
             medians = {label: {key: statistics.median(r[key] for r in results)
-                               for key in ("seconds", "wall_s", "rss_gb", "tokens", "store_mb")}
+                               for key in ("seconds", "wall_s", "rss_gb", "tokens", "store_mb", "open_s")}
                        for label, results in runs.items()}
             for label, m in medians.items():
                 m["mbps"] = size / 1e6 / m["seconds"]
@@ -192,7 +197,7 @@ def main() -> None:
                 above = f"{m['rss_gb'] - baseline[name]:.2f}GB" if label.startswith("lmexp") else ""
                 rows.append(f"{size / 1e6:>6.0f}MB {name:>9} {label:>9} {int(m['tokens']):>14,} {m['seconds']:>8.1f} "
                             f"{m['wall_s']:>8.1f} {m['mbps']:>7.2f} {m['rss_gb']:>7.2f}GB {above:>10} "
-                            f"{m['store_mb']:>9.0f} {vs_floor:>7.2f}x {vs_one:>9}")
+                            f"{m['store_mb']:>9.0f} {m['open_s']:>7.2f} {vs_floor:>7.2f}x {vs_one:>9}")
                 print(rows[-1], flush=True)
     print("\n" + header)
     print("\n".join(rows))
