@@ -170,7 +170,7 @@ def main() -> None:
     make_corpus(tiny, 100_000)
     baseline = {name: run_lmexp(tiny, tokenizers[name][0], 1, work / "cache", env)["rss_gb"]
                 for name in args.tokenizers.split(",")}
-    print(f"baseline peak RSS (100 kB corpus): " + ", ".join(f"{k} {v:.2f} GB" for k, v in baseline.items()))
+    print("baseline peak RSS (100 kB corpus): " + ", ".join(f"{k} {v:.2f} GB" for k, v in baseline.items()))
 
     header = (f"{'corpus':>8} {'tokenizer':>9} {'run':>9} {'tokens':>14} {'prep s':>8} {'wall s':>8} {'MB/s':>7} "
               f"{'peak RSS':>9} {'above base':>10} {'store MB':>9} {'open s':>7} {'vs floor':>8} {'vs 1 proc':>9}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmexp.errors import ConfigError, cannot_write
+from lmexp.errors import cannot_write
 
 INDEX = "index.json"
 # Bump when what the store holds or how it is cut changes, so old stores are not reused.
@@ -275,7 +275,4 @@ class TokenStream:
 def open_store(directory: Path) -> tuple[dict, dict[str, TokenStream]]:
     """The index and each split's stream of a finished store."""
     index = json.loads((directory / INDEX).read_text())
-    if index.get("format") != STORE_FORMAT:
-        raise ConfigError(f"{directory}: a token store of format {index.get('format')}, expected {STORE_FORMAT}; "
-                          "delete it to rebuild")
     return index, {name: TokenStream.open(directory, split) for name, split in index["splits"].items()}
