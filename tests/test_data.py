@@ -19,7 +19,7 @@ from conftest import SHARED_DATA
 from lmexp.data import datamodule as datamodule_module
 from lmexp.data.datamodule import LMDataModule
 from lmexp.data.packing import TokenBlocks
-from lmexp.data.sources import HubDataset, PythonStdlib, TextFiles, python_stdlib_files
+from lmexp.data.sources import HubDataset, PythonStdlib, SplitSpec, TextFiles, python_stdlib_files, split_documents
 from lmexp.data.token_store import TokenStream
 from lmexp.errors import ConfigError
 
@@ -102,6 +102,8 @@ def test_position_split_is_contiguous_like_nanogpt(tmp_path, monkeypatch):
     text = "abcdefghij\n" * 5 + "\n\n" + "klmnopqrst\n" * 4
     a, b = int(len(text) * 0.8), int(len(text) * 0.9)
     assert parts == {"train": [text[:a]], "validation": [text[a:b]], "test": [text[b:]]}
+    docs = ["abcdefghij\n" * 5, "klmnopqrst\n" * 4]  # the same, of documents held in memory
+    assert split_documents(docs, SplitSpec(val_fraction=0.1, test_fraction=0.1, by="position")) == parts
 
 
 def test_too_few_documents_to_split_says_what_to_do(tmp_path):

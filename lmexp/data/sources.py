@@ -244,6 +244,23 @@ def split_by_position(documents: Iterator[tuple[str, bool]], n_docs: int, n_char
         position = end
 
 
+def split_documents(docs: list[str], spec: SplitSpec) -> dict[str, list[str]]:
+    """Carve validation and test out of documents held in memory (see SplitSpec), exactly as a text
+    files source does: a helper for sources of your own."""
+    documents = iter([(doc, True) for doc in docs])
+    if spec.by == "position":
+        pieces = split_by_position(documents, len(docs), sum(map(len, docs)), spec)
+    else:
+        pieces = split_by_document(documents, document_splits(len(docs), spec))
+    parts: dict[str, list[str]] = {}
+    unended: dict[str, list[str]] = {}
+    for name, text, ends in pieces:
+        unended.setdefault(name, []).append(text)
+        if ends:
+            parts.setdefault(name, []).append("".join(unended.pop(name)))
+    return {name: parts[name] for name in SPLITS if name in parts}
+
+
 def carve_missing_splits(parts: dict[str, Dataset], spec: SplitSpec) -> list[str]:
     """Cut the validation/test splits missing from `parts` out of parts["train"] (a seeded
     random split of the rows); returns the names of the splits carved."""
