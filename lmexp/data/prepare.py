@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     info = datamodule.preprocessing_info
-    print(f"{'cache hit' if datamodule.cache_hit else 'built'} in {datamodule.preprocess_s:.1f} s: "
+    print(f"{'cache hit' if datamodule.cache_hit else 'built'} in {datamodule.preprocess_s:.2f} s: "
           f"{info.get('store', 'no store')}")
     for name, tokens in info.get("tokens", {}).items():
         print(f"  {name}: {tokens:,} tokens")
