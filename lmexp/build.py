@@ -16,7 +16,7 @@ from torch import nn
 from lmexp.config import attention_mismatch, choice, unlabelled_data
 from lmexp.data.classification import ClassificationDataModule
 from lmexp.data.datamodule import LMDataModule, TokenizedDataModule
-from lmexp.errors import ConfigError
+from lmexp.errors import ConfigError, ExpectedFailure, cannot_write
 from lmexp.models import check_model
 from lmexp.module import LMModule
 from lmexp.objectives.base import Objective, check_objective
@@ -66,12 +66,24 @@ def build_parts(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
     try:
         datamodule.prepare()
     except (OSError, UnicodeDecodeError) as err:  # a file that vanished, is unreadable or is not text
-        raise ConfigError(f"data: cannot read the data ({type(err).__name__}: {err})") from err
+        raise data_failure(cfg.paths.get("cache_dir"), err) from err
     objective.bind(datamodule.tokenizer, datamodule.labels, datamodule.label_counts)
     model = build_model(cfg, datamodule.tokenizer, objective)
     if pretrained is not None:
         pretrained.load_weights(model)
     return RunParts(objective, datamodule, model)
+
+
+def data_failure(cache_dir: str | None, err: OSError | UnicodeDecodeError) -> ExpectedFailure:
+    """The one line for a failure while preparing the data: a write refused in the cache folder (a
+    full disk, a read-only folder; datasets' own cache included) is a CannotWrite, the rest a read."""
+    if isinstance(err, OSError) and cache_dir:
+        filename = str(err.filename or "")
+        in_cache = bool(filename) and Path(filename).resolve().is_relative_to(Path(cache_dir).resolve())
+        refused = cannot_write(filename if in_cache else cache_dir, "the preprocessed data", err)
+        if refused is not None and (in_cache or getattr(err, "errno", None) not in (1, 13)):
+            return refused
+    return ConfigError(f"data: cannot read the data ({type(err).__name__}: {err})")
 
 
 def stated_attention(model: DictConfig) -> str | None:
@@ -113,7 +125,7 @@ def build_datamodule(cfg: DictConfig, objective: Objective, tokenizer_cfg: DictC
         return ClassificationDataModule(max_length=cfg.data.max_length,
                                         max_train_examples=cfg.data.get("max_train_examples"), labels=labels, **common)
     return LMDataModule(block_size=cfg.data.block_size + objective.extra_tokens,
-                        sampling=cfg.data.get("sampling", "packed"), **common)
+                        sampling=cfg.data.get("sampling", "packed"), shard_chars=cfg.data.get("shard_chars"), **common)
 
 
 def build_model(cfg: DictConfig, tokenizer, objective: Objective) -> nn.Module:

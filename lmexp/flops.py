@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmexp.machine_cache import read_json, write_json
+from lmexp.machine_cache import cache_home, read_json, write_json
 
 # Dense peak FLOP/s per device from the vendors' data sheets (no sparsity): (bf16/fp16, tf32, fp32).
 GPU_PEAKS = {
@@ -90,8 +90,7 @@ def gpu_peak_flops(name: str, precision: str, matmul_precision: str = "high") ->
 
 
 def _cpu_cache_file() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "lmexp" / "cpu_peak_flops.json"
+    return cache_home() / "cpu_peak_flops.json"
 
 
 def _cpu_key() -> str:

@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_home() -> Path:
+    """~/.cache/lmexp (or under $XDG_CACHE_HOME)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmexp"
+
+
 def read_json(path: Path) -> Any:
     """The file's JSON, or None when it is missing or unreadable (then the fact is measured again)."""
     try:

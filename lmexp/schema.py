@@ -122,6 +122,7 @@ TARGETS: dict[str, Schema] = {
     "lmexp.data.tokenizers.build_tokenizer": Schema({
         "kind": choice("byte", "char", "bpe", "wordpiece", "pretrained"), "vocab_size": integer(lo=1, null=True),
         "min_frequency": integer(lo=0), "lowercase": boolean(), "name_or_path": text(null=True),
+        "train_bytes": integer(lo=1, null=True),
     }),
     # objective
     "lmexp.objectives.causal.CausalLM": Schema({
@@ -164,7 +165,7 @@ TARGETS: dict[str, Schema] = {
     "lmexp.data.sources.PythonStdlib": Schema({"split": anything(), "max_files": integer(lo=1, null=True)}),
     "lmexp.data.sources.HubDataset": Schema({
         "path": text(), "name": text(null=True), "data_files": anything(), "text_column": text(),
-        "splits": anything(), "split": anything(), "cache_dir": text(null=True),
+        "splits": anything(), "split": anything(), "cache_dir": text(null=True), "streaming": boolean(),
     }),
     "lmexp.data.sources.TextFiles": Schema({
         "train_files": FILES, "val_files": either(FILES, null=True), "test_files": either(FILES, null=True),
@@ -269,12 +270,12 @@ TARGETS: dict[str, Schema] = {
 DATA = Schema({
     "source": anything(), "split": anything(),
     "block_size": POSITIVE, "max_length": POSITIVE, "batch_size": POSITIVE, "eval_batch_size": integer(lo=1, null=True),
-    "num_workers": integer(lo=0), "num_proc": integer(lo=1, null=True),
+    "num_workers": integer(lo=0), "num_proc": integer(lo=1, null=True), "shard_chars": integer(lo=1, null=True),
     "sampling": choice("packed", "random_windows"), "max_train_examples": integer(lo=1, null=True),
     # Read by data.source through interpolations, and checked there.
     **{key: anything() for key in ("path", "name", "data_files", "text_column", "splits", "train_files",
                                    "val_files", "test_files", "document", "hub", "hub_config", "hub_splits",
-                                   "text_columns", "label_column", "fine")},
+                                   "text_columns", "label_column", "fine", "streaming")},
 })
 SPLIT = Schema({"val_fraction": PROBABILITY, "test_fraction": PROBABILITY, "by": choice("document", "position"),
                 "seed": integer(lo=0)})

@@ -120,7 +120,8 @@ def describe_parts(record: RunRecord, parts, is_main: bool) -> None:
 
     datamodule = parts.datamodule
     record.data_fingerprint = datamodule.fingerprint
-    record.preprocessing = {"cache_hit": datamodule.cache_hit, "seconds": round(datamodule.preprocess_s, 3)}
+    record.preprocessing = {"cache_hit": datamodule.cache_hit, "seconds": round(datamodule.preprocess_s, 3),
+                            **datamodule.preprocessing_info}
     record.num_parameters = num_parameters(parts.model)
     log.info("model: %s, %s parameters", type(parts.model).__name__, f"{record.num_parameters:,}")
     if datamodule.labels is not None:

@@ -21,8 +21,8 @@ from lmexp.train import train
 
 # Dropout on (RNG must be restored), more than one epoch (sampler must continue mid-epoch and go on
 # to the next epoch), last.ckpt every 7 steps (checkpoint.every_n_train_steps) between validations
-# every 40.
-RUN = ["data=text_files", "tokenizer=byte", "model.d_model=64", "model.n_layers=2", "model.n_heads=2",
+# every 40; a token store of many shards (blocks and windows read across them).
+RUN = ["data=text_files", "data.shard_chars=20000", "tokenizer=byte", "model.d_model=64", "model.n_layers=2", "model.n_heads=2",
        "model.dropout=0.1", "data.block_size=32", "data.batch_size=64", "trainer.max_steps=70",
        "trainer.val_check_interval=40", "checkpoint.every_n_train_steps=7", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
        "trainer.deterministic=true", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED_DATA
+
 from lmexp.data import datamodule as datamodule_module
 from lmexp.data.datamodule import LMDataModule
-from lmexp.data.packing import TokenBlocks, pack_into_blocks
+from lmexp.data.packing import TokenBlocks
 from lmexp.data.sources import HubDataset, PythonStdlib, SplitSpec, TextFiles, python_stdlib_files, split_documents
+from lmexp.data.token_store import TokenStream
 from lmexp.errors import ConfigError
 
 BYTE = {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "byte"}
+
+
+def split_texts(corpus) -> dict[str, list[str]]:
+    """Each split's documents, their streamed pieces joined."""
+    texts, parts = {}, {}
+    for split, text, ends in corpus.pieces():
+        parts.setdefault(split, []).append(text)
+        if ends:
+            texts.setdefault(split, []).append("".join(parts.pop(split)))
+    return texts
+
+
+def all_rows(blocks) -> np.ndarray:
+    return blocks.__getitems__(list(range(len(blocks)))).numpy()
 
 
 def test_stdlib_corpus_is_real_python_without_tests_or_site_packages():
@@ -26,13 +51,14 @@ def test_stdlib_split_is_deterministic_and_disjoint():
     first = PythonStdlib(max_files=60).load()
     second = PythonStdlib(max_files=60).load()
     assert first.fingerprint == second.fingerprint
-    texts = {name: set(split["text"]) for name, split in first.splits.items()}
+    docs = split_texts(first)
+    texts = {name: set(split) for name, split in docs.items()}
     assert texts["train"].isdisjoint(texts["validation"]) and texts["train"].isdisjoint(texts["test"])
     non_empty = sum(1 for f in python_stdlib_files()[:60] if open(f, encoding="utf-8", errors="replace").read().strip())
-    assert sum(len(split) for split in first.splits.values()) == non_empty  # each file in exactly one split
-    assert list(first.splits["train"]["text"]) == list(second.splits["train"]["text"])
+    assert sum(len(split) for split in docs.values()) == non_empty  # each file in exactly one split
+    assert docs["train"] == split_texts(second)["train"]
     other_seed = PythonStdlib(max_files=60, split={"seed": 1}).load()
-    assert set(other_seed.splits["validation"]["text"]) != texts["validation"]
+    assert set(split_texts(other_seed)["validation"]) != texts["validation"]
 
 
 def test_text_files_by_line_and_given_splits(tmp_path):
@@ -40,9 +66,7 @@ def test_text_files_by_line_and_given_splits(tmp_path):
     (tmp_path / "valid.txt").write_text("delta\n")
     corpus = TextFiles(train_files=str(tmp_path / "train.txt"), val_files=str(tmp_path / "valid.txt"),
                        document="line", split={"test_fraction": 0.0, "val_fraction": 0.0}).load()
-    assert list(corpus.splits["train"]["text"]) == ["alpha", "beta", "gamma"]
-    assert list(corpus.splits["validation"]["text"]) == ["delta"]
-    assert "test" not in corpus.splits
+    assert split_texts(corpus) == {"train": ["alpha", "beta", "gamma"], "validation": ["delta"]}
     # The fingerprint follows the content.
     (tmp_path / "train.txt").write_text("alpha\nbeta\ngamma\nomega\n")
     changed = TextFiles(train_files=str(tmp_path / "train.txt"), val_files=str(tmp_path / "valid.txt"),
@@ -50,16 +74,54 @@ def test_text_files_by_line_and_given_splits(tmp_path):
     assert changed.fingerprint != corpus.fingerprint
 
 
-def test_position_split_is_contiguous_like_nanogpt():
-    parts = split_documents(["abcdefghij" * 10], SplitSpec(val_fraction=0.1, test_fraction=0.1, by="position"))
-    text = "abcdefghij" * 10
-    assert parts["train"][0] + parts["validation"][0] + parts["test"][0] == text
-    assert len(parts["train"][0]) == 80 and len(parts["validation"][0]) == 10
+def test_a_big_corpus_fingerprint_is_remembered_until_its_files_change(tmp_path, monkeypatch):
+    from lmexp.data import sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sources, "REMEMBER_FINGERPRINT_BYTES", 10)
+    (tmp_path / "a.txt").write_text("alpha\nbeta\ngamma\n")
+    first = TextFiles(train_files=str(tmp_path / "a.txt"), document="line").load().fingerprint
+    reads = []
+    real_hash = sources.hash_files
+    monkeypatch.setattr(sources, "hash_files", lambda *args: reads.append(1) or real_hash(*args))
+    assert TextFiles(train_files=str(tmp_path / "a.txt"), document="line").load().fingerprint == first
+    assert reads == []  # unchanged: not read again
+    (tmp_path / "a.txt").write_text("alpha\nbeta\ndeltas\n")
+    assert TextFiles(train_files=str(tmp_path / "a.txt"), document="line").load().fingerprint != first
+    assert reads == [1]
 
 
-def test_too_few_documents_to_split_says_what_to_do():
+def test_position_split_is_contiguous_like_nanogpt(tmp_path, monkeypatch):
+    # Files read in chunks of 7 bytes: the slices still cut the joined text at the same characters.
+    monkeypatch.setattr("lmexp.data.sources.READ_CHUNK", 7)
+    (tmp_path / "a.txt").write_text("abcdefghij\n" * 5)
+    (tmp_path / "b.txt").write_text("klmnopqrst\n" * 4)
+    corpus = TextFiles(train_files=str(tmp_path / "*.txt"), split={"val_fraction": 0.1, "test_fraction": 0.1,
+                                                                    "by": "position"}).load()
+    parts = split_texts(corpus)
+    text = "abcdefghij\n" * 5 + "\n\n" + "klmnopqrst\n" * 4
+    a, b = int(len(text) * 0.8), int(len(text) * 0.9)
+    assert parts == {"train": [text[:a]], "validation": [text[a:b]], "test": [text[b:]]}
+    docs = ["abcdefghij\n" * 5, "klmnopqrst\n" * 4]  # the same, of documents held in memory
+    assert split_documents(docs, SplitSpec(val_fraction=0.1, test_fraction=0.1, by="position")) == parts
+
+
+def test_too_few_documents_to_split_says_what_to_do(tmp_path):
+    (tmp_path / "one.txt").write_text("one document")
     with pytest.raises(ConfigError, match="split.by=position"):
-        split_documents(["one document"], SplitSpec())
+        list(TextFiles(train_files=str(tmp_path / "one.txt")).load().pieces())
+
+
+def test_a_big_corpus_is_split_document_by_document_as_it_streams(tmp_path, monkeypatch):
+    # Above EXACT_SPLIT_DOCS documents each is drawn into a split on its own (seeded): no
+    # shuffle of every document, and the same split every time.
+    monkeypatch.setattr("lmexp.data.sources.EXACT_SPLIT_DOCS", 100)
+    (tmp_path / "lines.txt").write_text("".join(f"line {i}\n" for i in range(2000)))
+    source = TextFiles(train_files=str(tmp_path / "lines.txt"), document="line", split={"val_fraction": 0.1})
+    parts = split_texts(source.load())
+    assert parts == split_texts(source.load())
+    assert sorted(sum(parts.values(), [])) == sorted(f"line {i}" for i in range(2000))
+    assert 150 < len(parts["validation"]) < 250 and 50 < len(parts["test"]) < 150
 
 
 def test_hub_source_loads_local_json_with_a_text_column(tmp_path):
@@ -75,16 +137,25 @@ def test_hub_source_loads_local_json_with_a_text_column(tmp_path):
                    cache_dir=str(tmp_path / "hf")).load()
 
 
-def test_pack_into_blocks_drops_only_the_tail():
-    stream = np.arange(10)
-    blocks = pack_into_blocks(stream, 3)
-    assert blocks.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+def test_blocks_and_windows_read_across_shards_and_drop_only_the_tail(tmp_path):
+    lengths = [4, 1, 5]  # shards of 4, 1 and 5 tokens: one stream 0..9
+    paths = []
+    for i, n in enumerate(lengths):
+        paths.append(tmp_path / f"s{i}.npy")
+        np.save(paths[-1], np.arange(sum(lengths[:i]), sum(lengths[:i + 1]), dtype=np.uint16))
+    stream = TokenStream(paths, lengths)
+    blocks = TokenBlocks(stream, 3)
+    assert len(blocks) == 3 and all_rows(blocks).tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    batch = blocks.__getitems__([2, 0])
+    assert batch.dtype == torch.int64 and batch.tolist() == [[6, 7, 8], [0, 1, 2]]
+    from lmexp.data.packing import TokenWindows
 
+    windows = TokenWindows(stream, 4, 8)  # starts 0..4 within the first 8 tokens
+    assert len(windows) == 5 and windows.__getitems__([4, 1]).tolist() == [[4, 5, 6, 7], [1, 2, 3, 4]]
+    # A DataLoader worker gets the paths, not the arrays.
+    import pickle
 
-def test_token_blocks_fetch_whole_batches():
-    data = TokenBlocks(np.arange(12, dtype=np.uint16).reshape(4, 3))
-    batch = data.__getitems__([3, 0])
-    assert batch.dtype == torch.int64 and batch.tolist() == [[9, 10, 11], [0, 1, 2]]
+    assert pickle.loads(pickle.dumps(stream))._arrays is None
 
 
 def test_datamodule_packs_documents_with_eos_and_caches(tmp_path, monkeypatch):
@@ -95,17 +166,21 @@ def test_datamodule_packs_documents_with_eos_and_caches(tmp_path, monkeypatch):
     dm.prepare()
     assert not dm.cache_hit
     eos = dm.tokenizer.eos_token_id
-    stream = np.concatenate([np.asarray(dm.blocks[s]).ravel() for s in ("train",)])
-    assert (stream == eos).sum() <= 1 and dm.blocks["train"].shape[1] == 9
-    decoded = dm.tokenizer.decode(np.asarray(dm.blocks["train"][0]).tolist())
+    rows = all_rows(dm.blocks["train"])
+    assert (rows == eos).sum() <= 1 and rows.shape[1] == 9
+    decoded = dm.tokenizer.decode(rows[0].tolist())
     assert decoded in ("hello world " * 20 + "second file " * 20)
 
-    # A second identical datamodule trains no tokenizer and tokenizes nothing.
-    monkeypatch.setattr(datamodule_module, "tokenize_and_pack", lambda *a, **k: pytest.fail("re-tokenized"))
+    # A second identical datamodule, of another block size too, trains no tokenizer and tokenizes nothing.
+    monkeypatch.setattr(datamodule_module, "write_shards", lambda *a, **k: pytest.fail("re-tokenized"))
     again = LMDataModule(source, BYTE, block_size=9, batch_size=2, cache_dir=str(tmp_path / "cache"))
     again.prepare()
     assert again.cache_hit
-    assert np.array_equal(np.asarray(again.blocks["train"]), np.asarray(dm.blocks["train"]))
+    assert np.array_equal(all_rows(again.blocks["train"]), rows)
+    other = LMDataModule(source, BYTE, block_size=4, batch_size=2, cache_dir=str(tmp_path / "cache"))
+    other.prepare()
+    assert other.cache_hit
+    assert all_rows(other.blocks["train"]).ravel()[:rows.size].tolist() == rows.ravel().tolist()
 
 
 def test_split_smaller_than_one_block_is_a_config_error(tmp_path):
@@ -118,8 +193,7 @@ def test_split_smaller_than_one_block_is_a_config_error(tmp_path):
 def test_random_windows_start_anywhere_and_are_seeded():
     from lmexp.data.packing import ResumableRandomSampler, TokenWindows
 
-    stream = np.arange(100)
-    windows = TokenWindows(stream, 5)
+    windows = TokenWindows(TokenStream.from_array(np.arange(100)), 5, 100)
     assert len(windows) == 96 and windows.__getitems__([0, 95]).tolist() == [[0, 1, 2, 3, 4], [95, 96, 97, 98, 99]]
     sampler = ResumableRandomSampler(20, seed=3, population=len(windows))
     first = list(sampler)
@@ -128,3 +202,115 @@ def test_random_windows_start_anywhere_and_are_seeded():
     assert list(sampler) == first[7:]
     sampler.set_epoch(1)
     assert list(sampler) != first
+
+
+def test_shards_and_processes_do_not_change_the_store(tmp_path, small_corpus):
+    """num_proc=2 over many tiny shards gives the blocks one process gives over one shard."""
+    source = TextFiles(train_files=f"{small_corpus}/*.txt", document="line")
+    one = LMDataModule(source, BYTE, block_size=16, batch_size=2, cache_dir=str(tmp_path / "a"))
+    many = LMDataModule(source, BYTE, block_size=16, batch_size=2, cache_dir=str(tmp_path / "b"), shard_chars=3000,
+                        num_proc=2)
+    one.prepare()
+    many.prepare()
+    assert len(list(Path(many.preprocessing_info["store"]).glob("train-*.npy"))) > 20
+    for split in ("train", "validation", "test"):
+        assert np.array_equal(all_rows(one.blocks[split]), all_rows(many.blocks[split])), split
+
+
+def test_a_killed_build_keeps_its_finished_shards_and_ends_identical(tmp_path):
+    from lmexp.data.prepare import prepare
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((SHARED_DATA / "tinyshakespeare" / "input.txt").read_text() * 2)
+    args = ["data=text_files", f"data.train_files={corpus}", "data.document=line", "tokenizer=byte",
+            "data.shard_chars=20000"]
+    # The uninterrupted build, in 2 processes (the store does not depend on them).
+    reference = Path(prepare([*args, f"paths.cache_dir={tmp_path / 'ref'}", "data.num_proc=2"])
+                     .preprocessing_info["store"])
+    assert len(list(reference.glob("train-*.npy"))) > 50
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "lmexp.data.prepare", *args, f"paths.cache_dir={cache}"]
+    killed = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    partial = cache / "preprocessed" / f"{reference.name}.partial"
+    deadline = time.time() + 240
+    while len(list(partial.glob("*.npy"))) < 5 and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the build ended before it could be killed"
+    finished = {path.name: path.stat().st_ino for path in partial.glob("*.npy")}
+    assert finished and not (partial / "index.json").exists()
+    assert not (cache / "preprocessed" / reference.name).exists()  # a half-built store is no cache hit
+
+    # The same command again (in this process, to spare a second start-up of Lightning).
+    store = Path(prepare([*args, f"paths.cache_dir={cache}"]).preprocessing_info["store"])
+    assert store == cache / "preprocessed" / reference.name
+    assert {name: (store / name).stat().st_ino for name in finished} == finished  # kept, not rebuilt
+    files = sorted(str(p.relative_to(reference)) for p in reference.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+    for name in files:
+        assert (reference / name).read_bytes() == (store / name).read_bytes(), name
+
+
+def test_a_full_disk_while_writing_a_shard_is_one_line_naming_the_cache(tmp_path, small_corpus, monkeypatch):
+    from lmexp.errors import CannotWrite
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lmexp.data.token_store.np.save", disk_full)
+    source = TextFiles(train_files=f"{small_corpus}/*.txt")
+    with pytest.raises(CannotWrite) as err:
+        LMDataModule(source, BYTE, block_size=8, batch_size=2, cache_dir=str(tmp_path / "cache")).prepare()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cannot write token shard train-000000.npy to ")
+    assert str(tmp_path / "cache" / "preprocessed") in message and "the disk is full" in message
+    assert not list((tmp_path / "cache").rglob("*.npy*"))  # nothing half-written left behind
+
+
+def test_refused_writes_while_preparing_are_not_called_reads(tmp_path):
+    from lmexp.build import data_failure
+    from lmexp.errors import CannotWrite
+
+    full = data_failure(str(tmp_path), OSError("Not enough free space on the disk (datasets)"))
+    assert isinstance(full, CannotWrite) and f"to {tmp_path}: the disk is full" in str(full)
+    forbidden = data_failure(str(tmp_path), PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x")))
+    assert isinstance(forbidden, CannotWrite)
+    unreadable = data_failure(str(tmp_path / "cache"), PermissionError(errno.EACCES, "Permission denied", "/data/a.txt"))
+    assert str(unreadable).startswith("data: cannot read the data (PermissionError")
+
+
+def test_streamed_hub_data_is_carved_deterministically_and_never_prepared_whole(tmp_path):
+    (tmp_path / "data.jsonl").write_text("\n".join(f'{{"body": "document number {i}"}}' for i in range(300)))
+
+    def source() -> HubDataset:
+        return HubDataset("json", data_files={"train": str(tmp_path / "data.jsonl")}, text_column="body",
+                          streaming=True, cache_dir=str(tmp_path / "hf"))
+
+    corpus = source().load()
+    parts = split_texts(corpus)
+    assert set(parts) == {"train", "validation", "test"}
+    assert sorted(sum(parts.values(), [])) == sorted(f"document number {i}" for i in range(300))
+    assert parts == split_texts(source().load()) and corpus.fingerprint == source().load().fingerprint
+    dm = LMDataModule(source(), BYTE, block_size=8, batch_size=2, cache_dir=str(tmp_path / "cache"))
+    dm.prepare()
+    assert dm.preprocessing_info["tokens"]["train"] == sum(len(t) + 1 for t in parts["train"])
+    assert not list((tmp_path / "hf").rglob("*.arrow"))  # streamed: no prepared copy of the set
+    with pytest.raises(ConfigError, match="data.text_column=missing"):
+        list(HubDataset("json", data_files=str(tmp_path / "data.jsonl"), text_column="missing", streaming=True,
+                        cache_dir=str(tmp_path / "hf")).load().pieces())
+
+
+def test_tokenizer_trains_on_a_bounded_sample_and_the_record_says_how_much(tmp_path, small_corpus):
+    bpe = {"_target_": "lmexp.data.tokenizers.build_tokenizer", "kind": "bpe", "vocab_size": 300, "min_frequency": 2}
+    source = TextFiles(train_files=f"{small_corpus}/*.txt")
+    train_bytes = sum(len(text.encode()) for text in split_texts(source.load())["train"])
+    whole = LMDataModule(source, {**bpe, "train_bytes": 10**9}, block_size=8, batch_size=2, cache_dir=str(tmp_path))
+    whole.prepare()
+    assert whole.preprocessing_info["tokenizer_text_bytes"] == train_bytes  # a small corpus: all of it
+    sampled = LMDataModule(source, {**bpe, "train_bytes": 20_000}, block_size=8, batch_size=2, cache_dir=str(tmp_path))
+    sampled.prepare()
+    seen = sampled.preprocessing_info["tokenizer_text_bytes"]
+    assert abs(seen - 20_000) <= 4_000  # within one document (4 kB each) of the budget
+    assert sampled.tokenizer.get_vocab() != whole.tokenizer.get_vocab()

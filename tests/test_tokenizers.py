@@ -172,3 +172,12 @@ def test_missing_pretrained_path_names_it(tmp_path):
         build_tokenizer("pretrained", name_or_path=missing)
     assert missing in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_train_bytes_bounds_the_text_a_tokenizer_reads():
+    from lmexp.data.tokenizers import TextBudget
+
+    budget = TextBudget(iter(["ab", "cd", "ef", "gh"]), train_bytes=3)
+    assert list(budget) == ["ab", "cd"] and budget.bytes_seen == 4
+    small = build("bpe", texts=CORPUS[:50], train_bytes=10)  # reads the first document only
+    assert small.get_vocab() == build("bpe", texts=CORPUS[:1]).get_vocab()

@@ -194,9 +194,12 @@ def test_second_identical_run_skips_preprocessing(make_cfg, tmp_path, small_corp
     first = read_summary(tmp_path / "first")["preprocessing"]
     second = read_summary(tmp_path / "second")["preprocessing"]
     assert not first["cache_hit"] and second["cache_hit"]
-    # Anything that changes the result changes the key: another block size is preprocessed anew.
+    assert first["tokenizer_text_bytes"] > 0 and first["tokenizer_text_bytes"] == second["tokenizer_text_bytes"]
+    # One token store serves every block size; anything that changes the tokens changes the key.
     train(make_cfg([*base, "data.block_size=16"], run="third"))
-    assert not read_summary(tmp_path / "third")["preprocessing"]["cache_hit"]
+    assert read_summary(tmp_path / "third")["preprocessing"]["cache_hit"]
+    train(make_cfg([*base, "tokenizer.vocab_size=300"], run="fourth"))
+    assert not read_summary(tmp_path / "fourth")["preprocessing"]["cache_hit"]
 
 
 def test_resume_continues_step_optimizer_and_wandb_run(make_cfg, tmp_path, small_corpus):

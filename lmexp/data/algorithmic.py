@@ -15,6 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lmexp.data.datamodule import LMDataModule
+from lmexp.data.token_store import TokenStream
 from lmexp.errors import ConfigError
 
 OPERATIONS = {
@@ -69,6 +70,7 @@ class ModularArithmetic(LMDataModule):
             "train": rows[np.sort(order[: self.n_train])].astype(np.int64),
             "validation": rows[np.sort(order[self.n_train:])].astype(np.int64),
         }
+        self.streams = {name: TokenStream.from_array(block.ravel()) for name, block in self.blocks.items()}
         key = f"{self.operation}|{p}|{self.train_fraction}|{self.split_seed}"
         self.fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.preprocess_s = time.perf_counter() - start

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from lmexp.data.datamodule import TokenizedDataModule
 from lmexp.data.sources import Corpus
-from lmexp.errors import ConfigError
+from lmexp.errors import ConfigError, cannot_write
 
 
 def check_labels(splits: dict[str, Dataset], labels: list, origins: dict[str, str], whose: str) -> None:
@@ -101,7 +101,14 @@ class ClassificationDataModule(TokenizedDataModule):
     def describe(self) -> str:
         return f"{len(self.labels)} labels; " + ", ".join(f"{name} {len(ds)} examples" for name, ds in self.examples.items())
 
-    def build_arrays(self, corpus: Corpus, tokenizer_cfg: dict, key: str) -> None:
+    def build_into(self, corpus: Corpus, tokenizer_cfg: dict, directory: Path) -> None:
+        self.build_arrays(corpus, tokenizer_cfg)
+        try:
+            self.save_cache(directory)
+        except OSError as err:
+            raise cannot_write(directory, "the preprocessed examples", err) or err
+
+    def build_arrays(self, corpus: Corpus, tokenizer_cfg: dict) -> None:
         splits = corpus.splits
         train = splits["train"]
         texts = train["text"][:] + (train["text_pair"][:] if "text_pair" in train.column_names else [])

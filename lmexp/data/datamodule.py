@@ -1,62 +1,58 @@
-"""The LightningDataModule for language modelling: source → tokenizer → packed blocks → loaders.
+"""The LightningDataModule for language modelling: source → tokenizer → token store → loaders.
 
-Preprocessing (tokenizer training, tokenization, packing) is cached on disk under a key of
-everything that changes its result, so a second identical run only memory-maps arrays.
+Preprocessing (tokenizer training, tokenization) is cached on disk under a key of everything that
+changes its result, so a second identical run only memory-maps the store's shards
+(lmexp.data.token_store); packed blocks and random windows are cut from them as they are read.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import random
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from lmexp.data.cache import cache_key, load_or_build
-from lmexp.data.packing import ResumableRandomSampler, TokenBlocks, TokenWindows, pack_into_blocks, smallest_dtype
+from lmexp.data.packing import ResumableRandomSampler, TokenBlocks, TokenWindows, smallest_dtype
 from lmexp.data.sources import Corpus
-from lmexp.errors import ConfigError
+from lmexp.data.token_store import (SHARD_CHARS, STORE_FORMAT, TokenStream, joined, open_store, write_index,
+                                    write_json, write_shards)
+from lmexp.data.tokenizers import TextBudget
+from lmexp.errors import ConfigError, ExpectedFailure, cannot_write
 
 log = logging.getLogger(__name__)
 
 # Bump when the preprocessing code changes what it writes, so old caches are not reused.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+# Beside a store's tokenizer: how much text it was trained on.
+TOKENIZER_SAMPLE = "tokenizer_sample.json"
 
 
-def tokenize_and_pack(corpus: Corpus, tokenizer, block_size: int, num_proc: int | None,
-                      key: str) -> dict[str, np.ndarray]:
-    """Tokenize every split with `Dataset.map`, end each document with EOS, pack into blocks."""
-    eos = tokenizer.eos_token_id
-    dtype = smallest_dtype(len(tokenizer))
-
-    def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [seq + [eos] for seq in ids]}
-
-    blocks = {}
-    for name, split in corpus.splits.items():
-        encoded = split.map(
-            encode, batched=True, batch_size=256, remove_columns=split.column_names,
-            keep_in_memory=True, num_proc=num_proc, desc=f"tokenizing {name}",
-            # Our cache key already covers the result; it also spares datasets pickling the tokenizer.
-            new_fingerprint=f"{key}-{name}",
-        )
-        stream = encoded.data.column("input_ids").combine_chunks().flatten().to_numpy().astype(dtype)
-        blocks[name] = pack_into_blocks(stream, block_size)
-        if len(blocks[name]) == 0:
-            raise ConfigError(
-                f"data: the {name} split has {len(stream)} tokens, fewer than one block of "
-                f"data.block_size={block_size}; use more data or a smaller block_size"
-            )
-    return blocks
+def tokenizer_texts(corpus: Corpus, train_bytes: int | None) -> Iterator[str]:
+    """The train documents a tokenizer learns from: all of them, in order, when there are at most
+    `train_bytes`; else every (1/rate)-th document from a seeded start, rate = train_bytes / (the
+    corpus's train text), so the sample spans the whole corpus (build_tokenizer stops at train_bytes)."""
+    rate = min(1.0, train_bytes / corpus.train_chars) if train_bytes and corpus.train_chars else 1.0
+    credit = 1.0 if rate >= 1.0 else random.Random(0).random()
+    for split, text, _ in joined(corpus.pieces()):
+        if split == "train":
+            credit += rate
+            if credit >= 1.0:
+                credit -= 1.0
+                yield text
 
 
 class TokenizedDataModule(pl.LightningDataModule):
@@ -70,6 +66,8 @@ class TokenizedDataModule(pl.LightningDataModule):
 
     labels: list | None = None
     label_counts: list[int] | None = None
+    # Whether a build killed half-way goes on from what it finished (see load_or_build).
+    resumable = False
 
     def __init__(
         self,
@@ -98,6 +96,7 @@ class TokenizedDataModule(pl.LightningDataModule):
         self.fingerprint: str | None = None
         self.cache_hit = False
         self.preprocess_s = 0.0
+        self.preprocessing_info: dict = {}  # for the run record: what preprocessing made
 
     def prepare(self) -> None:
         """Tokenize the data, or load it from the preprocessing cache (keyed by the data's
@@ -110,9 +109,8 @@ class TokenizedDataModule(pl.LightningDataModule):
         tokenizer_cfg = self.resolved_tokenizer_cfg()
         key = cache_key({"format": CACHE_FORMAT, "data": corpus.fingerprint, "tokenizer": tokenizer_cfg,
                          **self.cache_parts()})
-        self.cache_hit = load_or_build(
-            self.cache_dir, key, lambda: self.build_arrays(corpus, tokenizer_cfg, key), self.save_cache, self.load_cache
-        )
+        self.cache_hit = load_or_build(self.cache_dir, key, lambda directory: self.build_into(corpus, tokenizer_cfg, directory),
+                                       self.load_cache, resume=self.resumable)
         self.after_prepare()
         self.preprocess_s = time.perf_counter() - start
         log.info("preprocessing %s (%.2fs): %s", "loaded from cache" if self.cache_hit else "built",
@@ -169,57 +167,98 @@ class TokenizedDataModule(pl.LightningDataModule):
 
 
 class LMDataModule(TokenizedDataModule):
-    """Packed-block data for causal and masked LM objectives."""
+    """Token-stream data for causal and masked LM objectives: packed blocks (or random windows)
+    read from a token store on disk; memory does not grow with the corpus."""
+
+    resumable = True
 
     def __init__(self, source: Any, tokenizer: DictConfig | dict, block_size: int, batch_size: int,
-                 sampling: str = "packed", **common: Any) -> None:
+                 sampling: str = "packed", shard_chars: int | None = None, **common: Any) -> None:
         super().__init__(source, tokenizer, batch_size, **common)
         self.block_size = block_size
         if sampling not in ("packed", "random_windows"):
             raise ConfigError(f"data.sampling must be 'packed' or 'random_windows', got '{sampling}'")
         self.sampling = sampling
-        self.blocks: dict[str, np.ndarray] = {}
+        self.shard_chars = shard_chars or SHARD_CHARS
+        self.streams: dict[str, TokenStream] = {}
+        self.blocks: dict[str, TokenBlocks] = {}
 
     def cache_parts(self) -> dict:
-        return {"block_size": self.block_size, "shape": "packed_blocks"}
+        # No block_size: one store serves every block size; the shard size fixes its files.
+        return {"shape": "token_store", "store_format": STORE_FORMAT, "shard_chars": self.shard_chars}
 
     def describe(self) -> str:
         return ", ".join(f"{name} {len(b)} blocks" for name, b in self.blocks.items())
 
-    def build_arrays(self, corpus: Corpus, tokenizer_cfg: dict, key: str) -> None:
-        train_texts = (text for text in corpus.splits["train"]["text"])
-        self.tokenizer = instantiate(tokenizer_cfg, texts=train_texts)
-        self.blocks = tokenize_and_pack(corpus, self.tokenizer, self.block_size, self.num_proc, key)
+    def build_into(self, corpus: Corpus, tokenizer_cfg: dict, directory: Path) -> None:
+        tokenizer, text_bytes = self.make_tokenizer(corpus, tokenizer_cfg, directory)
+        dtype = smallest_dtype(len(tokenizer))
+        shards = write_shards(corpus.pieces(), tokenizer, directory, dtype, self.shard_chars, self.num_proc)
+        write_index(directory, shards, dtype, {"fingerprint": self.fingerprint, "tokenizer_text_bytes": text_bytes})
 
-    def save_cache(self, directory: Path) -> None:
-        self.tokenizer.save_pretrained(directory / "tokenizer")
-        for name, array in self.blocks.items():
-            np.save(directory / f"{name}.npy", array)
-        (directory / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "splits": list(self.blocks)}))
-
-    def load_cache(self, target: Path) -> None:
+    def make_tokenizer(self, corpus: Corpus, tokenizer_cfg: dict, directory: Path):
+        """The tokenizer (trained on a sample of the train text, or the one a killed build of this
+        store saved already) and how many bytes of text it was trained on."""
         from transformers import AutoTokenizer
 
-        meta = json.loads((target / "meta.json").read_text())
-        self.tokenizer = AutoTokenizer.from_pretrained(str(target / "tokenizer"))
-        self.blocks = {name: np.load(target / f"{name}.npy", mmap_mode="r") for name in meta["splits"]}
+        saved = directory / "tokenizer"
+        if saved.is_dir():
+            return AutoTokenizer.from_pretrained(str(saved)), json.loads((directory / TOKENIZER_SAMPLE).read_text())["bytes"]
+        sample = TextBudget(tokenizer_texts(corpus, tokenizer_cfg.get("train_bytes")), tokenizer_cfg.get("train_bytes"))
+        try:
+            tokenizer = instantiate(tokenizer_cfg, texts=iter(sample))
+        except InstantiationException as err:  # the text it reads streams: a bad file fails in there
+            if isinstance(err.__cause__, ExpectedFailure):
+                raise err.__cause__ from None
+            raise
+        scratch = directory / "tokenizer.tmp"
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            tokenizer.save_pretrained(str(scratch))
+        except OSError as err:
+            raise cannot_write(scratch, "the tokenizer", err) or err
+        write_json(directory / TOKENIZER_SAMPLE, {"bytes": sample.bytes_seen}, "the tokenizer's sample size")
+        try:
+            os.replace(scratch, saved)
+        except OSError as err:
+            raise cannot_write(saved, "the tokenizer", err) or err
+        return tokenizer, sample.bytes_seen
+
+    def load_cache(self, directory: Path) -> None:
+        from transformers import AutoTokenizer
+
+        index, self.streams = open_store(directory)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
+        self.preprocessing_info = {"store": str(directory), "tokenizer_text_bytes": index["tokenizer_text_bytes"],
+                                   "tokens": {name: len(stream) for name, stream in self.streams.items()}}
+        self.after_streams()
+
+    def after_streams(self) -> None:
+        """Blocks of every split; a split shorter than one block is an error."""
+        for name, stream in self.streams.items():
+            if len(stream) < self.block_size:
+                raise ConfigError(
+                    f"data: the {name} split has {len(stream)} tokens, fewer than one block of "
+                    f"data.block_size={self.block_size}; use more data or a smaller block_size"
+                )
+        self.blocks = {name: self.split_blocks(name) for name in self.streams}
 
     def has_split(self, name: str) -> bool:
-        return name in self.blocks
+        return name in self.streams
 
-    def num_tokens(self, name: str) -> int:
-        return int(self.blocks[name].size) if name in self.blocks else 0
+    def split_blocks(self, name: str) -> TokenBlocks:
+        return TokenBlocks(self.streams[name], self.block_size)
 
     def train_dataloader(self) -> DataLoader:
-        rows = self.blocks["train"]
+        blocks = self.split_blocks("train")
         if self.sampling == "random_windows":
-            # As many windows per epoch as packed rows, each at a random offset of the stream.
-            windows = TokenWindows(np.asarray(rows).reshape(-1), rows.shape[1])
-            return self._train_loader(windows, len(rows), population=len(windows))
-        return self._train_loader(TokenBlocks(rows), len(rows))
+            # As many windows per epoch as packed blocks, each at a random offset of the blocks' tokens.
+            windows = TokenWindows(self.streams["train"], self.block_size, len(blocks) * self.block_size)
+            return self._train_loader(windows, len(blocks), population=len(windows))
+        return self._train_loader(blocks, len(blocks))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(TokenBlocks(self.blocks["validation"]))
+        return self._loader(self.split_blocks("validation"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(TokenBlocks(self.blocks["test"]))
+        return self._loader(self.split_blocks("test"))

@@ -1,19 +1,12 @@
-"""Turn tokenized documents into fixed-length training blocks."""
+"""Training rows read from a token stream: packed blocks or random windows, and their seeded,
+resumable order."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-
-def pack_into_blocks(token_stream: np.ndarray, block_size: int) -> np.ndarray:
-    """Cut one long token stream into rows of `block_size`, dropping the ragged tail.
-
-    Documents are concatenated (each ended by EOS) before this, as in Hugging Face's
-    `group_texts`: no padding, every position is a real prediction target.
-    """
-    n_blocks = len(token_stream) // block_size
-    return token_stream[: n_blocks * block_size].reshape(n_blocks, block_size)
+from lmexp.data.token_store import TokenStream
 
 
 def smallest_dtype(vocab_size: int) -> np.dtype:
@@ -22,41 +15,42 @@ def smallest_dtype(vocab_size: int) -> np.dtype:
 
 
 class TokenBlocks(torch.utils.data.Dataset):
-    """Rows of a [N, block_size] array, fetched a whole batch at a time.
+    """Consecutive blocks of `block_size` tokens of a token stream, the ragged tail dropped.
 
-    `__getitems__` lets the DataLoader take a batch with one fancy index instead of
-    B single-row lookups, which matters for small, fast models.
+    Documents are concatenated (each ended by EOS) in the stream, as in Hugging Face's
+    `group_texts`: no padding, every position is a real prediction target. `__getitems__` lets
+    the DataLoader take a batch with one read instead of B single-row lookups, which matters for
+    small, fast models.
     """
 
-    def __init__(self, blocks: np.ndarray) -> None:
-        self.blocks = blocks
+    def __init__(self, stream: TokenStream, block_size: int) -> None:
+        self.stream, self.block_size = stream, block_size
 
     def __len__(self) -> int:
-        return len(self.blocks)
+        return len(self.stream) // self.block_size
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.blocks[index].astype(np.int64))
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return torch.from_numpy(self.blocks[np.asarray(indices)].astype(np.int64))
+        return torch.from_numpy(self.stream.windows(np.asarray(indices) * self.block_size, self.block_size))
 
 
 class TokenWindows(torch.utils.data.Dataset):
-    """Windows of `window` tokens starting at any offset of one token stream (nanoGPT's sampling):
-    the index is the start offset, drawn by ResumableRandomSampler(population=...)."""
+    """Windows of `window` tokens starting at any offset of the first `tokens` tokens of a stream
+    (nanoGPT's sampling): the index is the start offset, drawn by ResumableRandomSampler(population=...)."""
 
-    def __init__(self, stream: np.ndarray, window: int) -> None:
-        self.stream, self.window = stream, window
-        self.starts = np.arange(window)
+    def __init__(self, stream: TokenStream, window: int, tokens: int) -> None:
+        self.stream, self.window, self.tokens = stream, window, tokens
 
     def __len__(self) -> int:
-        return len(self.stream) - self.window + 1
+        return self.tokens - self.window + 1
 
     def __getitem__(self, offset: int) -> torch.Tensor:
-        return torch.from_numpy(self.stream[offset: offset + self.window].astype(np.int64))
+        return self.__getitems__([offset])[0]
 
     def __getitems__(self, offsets: list[int]) -> torch.Tensor:
-        return torch.from_numpy(self.stream[np.asarray(offsets)[:, None] + self.starts].astype(np.int64))
+        return torch.from_numpy(self.stream.windows(np.asarray(offsets), self.window))
 
 
 class ResumableRandomSampler(torch.utils.data.Sampler[int]):

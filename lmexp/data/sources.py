@@ -1,34 +1,75 @@
 """Where raw text comes from: local files, the Python standard library, or a `datasets` hub name.
 
-Every source is a small class built by Hydra (`_target_`) whose `load()` returns a `Corpus`:
-the splits `train` / `validation` / `test` as `datasets.DatasetDict` with a `text` column
-(and `label` for labelled data), plus a fingerprint of the content that keys the
-preprocessing cache and goes into the run record.
+Every source is a small class built by Hydra (`_target_`) whose `load()` returns a `Corpus`: a
+fingerprint of the content that keys the preprocessing cache and goes into the run record, and
+the splits `train` / `validation` / `test`, either streamed as pieces of text (local files,
+streamed hub sets) or as a `datasets.DatasetDict` with a `text` column (and `label` for
+labelled data).
 """
 
 from __future__ import annotations
 
+import codecs
+import glob
 import hashlib
+import itertools
+import os
+import random
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from datasets import Dataset, DatasetDict
-from datasets.table import InMemoryTable
 
 from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError
+from lmexp.machine_cache import cache_home, read_json, write_json
 
 SPLITS = ("train", "validation", "test")
 
 
+# A piece of streamed text: (split, text, whether it ends its document). A document may come in
+# several pieces (a big file read in chunks, the slices of a position split).
+Piece = tuple[str, str, bool]
+# Files are read this many bytes at a time, so no file is ever held whole.
+READ_CHUNK = 2**23
+# Up to this many documents, a split by document is the exact seeded shuffle it always was; beyond,
+# each document is drawn into a split on its own (seeded), so the split streams in constant memory.
+EXACT_SPLIT_DOCS = 2**22
+# Text files bigger than this in all have their fingerprint remembered (see files_fingerprint).
+REMEMBER_FINGERPRINT_BYTES = 2**28
+
+
 @dataclass
 class Corpus:
-    splits: DatasetDict
-    fingerprint: str
+    """The text of a data set. LM data streams it (`pieces()`): from `stream` when the source
+    streams, else from the `splits` datasets; classification reads `splits` as a whole."""
+
+    splits: DatasetDict | None = None
+    fingerprint: str = ""
     # Where each split came from, for the run record (e.g. {"test": "dev.tsv"}); empty if not said.
     origins: dict[str, str] = field(default_factory=dict)
+    stream: Callable[[], Iterator[Piece]] | None = None
+    # About how many characters of train text there are, if known without reading them (the
+    # tokenizer's sample rate); None: unknown.
+    train_chars: int | None = None
+
+    def pieces(self) -> Iterator[Piece]:
+        if self.stream is not None:
+            return self.stream()
+        return dataset_pieces(self.splits.items())
+
+
+def dataset_pieces(splits: Iterable[tuple[str, Any]]) -> Iterator[Piece]:
+    """The non-blank texts of datasets (in memory, on disk or streamed), a batch at a time."""
+    for name, dataset in splits:
+        for batch in dataset.iter(batch_size=1000):
+            for text in batch["text"]:
+                if text and text.strip():
+                    yield name, text, True
 
 
 @dataclass
@@ -56,58 +97,168 @@ def as_split_spec(split: "SplitSpec | Mapping | None") -> SplitSpec:
         raise ConfigError(f"data.split: {err} (keys: val_fraction, test_fraction, by, seed)") from None
 
 
-def read_documents(files: list[Path], document: str, key: str, hasher: "hashlib._Hash") -> list[str]:
-    """Read files as one document per file or per non-empty line, hashing the bytes read."""
-    if document not in ("file", "line"):
-        raise ConfigError(f"{key}.document must be 'file' or 'line', got '{document}'")
-    docs: list[str] = []
+def held_out(spec: SplitSpec) -> float:
+    held = spec.val_fraction + spec.test_fraction
+    if not 0 <= held < 1:
+        raise ConfigError(f"data.split: val_fraction + test_fraction must be in [0, 1), got {held}")
+    if spec.by not in ("document", "position"):
+        raise ConfigError(f"data.split.by must be 'document' or 'position', got '{spec.by}'")
+    return held
+
+
+def hash_files(files: list[Path], hasher: "hashlib._Hash") -> None:
+    """Hash each file's name and bytes, a chunk at a time."""
     for path in files:
-        raw = path.read_bytes()
-        hasher.update(str(path.name).encode() + b"\0" + raw)
-        text = raw.decode("utf-8", errors="replace")
-        if document == "file":
-            if text.strip():
-                docs.append(text)
-        else:
-            docs.extend(line for line in text.splitlines() if line.strip())
-    if not docs:
-        raise ConfigError(f"{key}: the files {[str(f) for f in files][:3]} contain no text")
-    return docs
+        hasher.update(str(path.name).encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(READ_CHUNK):
+                hasher.update(chunk)
+
+
+def files_fingerprint(files: list[Path], salt: str) -> str:
+    """A hash of `salt` and the files' names and bytes. Of files above REMEMBER_FINGERPRINT_BYTES in
+    all, it is remembered (~/.cache/lmexp/fingerprints) under their paths, sizes and modification
+    times, so the runs after the first of an unchanged big corpus start without reading it."""
+    stats = [(str(path.resolve()), *((s := path.stat()).st_size, s.st_mtime_ns)) for path in files]
+    memo = None
+    if sum(stat[1] for stat in stats) > REMEMBER_FINGERPRINT_BYTES:
+        memo = cache_home() / "fingerprints" / f"{hashlib.sha256(repr((salt, stats)).encode()).hexdigest()[:24]}.json"
+        known = read_json(memo)
+        if isinstance(known, str):
+            return known
+    hasher = hashlib.sha256(salt.encode())
+    hash_files(files, hasher)
+    fingerprint = hasher.hexdigest()[:16]
+    if memo is not None:
+        write_json(memo, fingerprint)
+    return fingerprint
+
+
+def file_texts(path: Path) -> Iterator[str]:
+    """A file's text (UTF-8, bad bytes replaced) in chunks of about READ_CHUNK, each cut after a
+    line break where there is one."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    carry = ""
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(READ_CHUNK)
+            text = carry + decoder.decode(raw, final=not raw)
+            if not raw:
+                if text:
+                    yield text
+                return
+            cut = text.rfind("\n") + 1 or (len(text) if len(text) >= READ_CHUNK else 0)
+            if cut:
+                yield text[:cut]
+            carry = text[cut:]
+
+
+def file_documents(path: Path, document: str) -> Iterator[tuple[str, bool]]:
+    """A file's documents as (text, ends_document): each non-blank line, or the whole file (in
+    pieces, the last ending it) unless it is blank."""
+    if document == "line":
+        for chunk in file_texts(path):
+            for line in chunk.splitlines():
+                if line.strip():
+                    yield line, True
+        return
+    held: list[str] = []  # leading blank pieces (kept: they are part of the text), then the latest
+    blank = True
+    for text in file_texts(path):
+        blank = blank and not text.strip()
+        held.append(text)
+        if not blank:
+            for earlier in held[:-1]:
+                yield earlier, False
+            del held[:-1]
+    if not blank:
+        yield held[-1], True
+
+
+def document_splits(n_docs: int | None, spec: SplitSpec) -> Iterator[str]:
+    """The split of each train document, in order (see SplitSpec; `n_docs` None: not known)."""
+    if held_out(spec) == 0:
+        return itertools.repeat("train")
+    if n_docs is None or n_docs > EXACT_SPLIT_DOCS:
+        return drawn_splits(spec)
+    # At least one document for each split asked for, so small corpora still validate.
+    n_val = max(1, round(n_docs * spec.val_fraction)) if spec.val_fraction > 0 else 0
+    n_test = max(1, round(n_docs * spec.test_fraction)) if spec.test_fraction > 0 else 0
+    if n_docs - n_val - n_test < 1:
+        raise ConfigError(
+            f"data: {n_docs} document(s) are too few to split by document; "
+            "use data.split.by=position or give data.val_files"
+        )
+    order = list(range(n_docs))
+    random.Random(spec.seed).shuffle(order)
+    names = ["train"] * n_docs
+    for i in order[:n_val]:
+        names[i] = "validation"
+    for i in order[n_val: n_val + n_test]:
+        names[i] = "test"
+    return iter(names)
+
+
+def drawn_splits(spec: SplitSpec) -> Iterator[str]:
+    """Each document drawn into validation, test or train on its own, with a seeded generator."""
+    rng = np.random.default_rng(spec.seed)
+    val, held = spec.val_fraction, spec.val_fraction + spec.test_fraction
+    while True:
+        for u in rng.random(2**16).tolist():
+            yield "validation" if u < val else "test" if u < held else "train"
+
+
+def split_by_document(documents: Iterator[tuple[str, bool]], names: Iterator[str]) -> Iterator[Piece]:
+    name = None
+    for text, ends in documents:
+        name = name or next(names)
+        yield name, text, ends
+        if ends:
+            name = None
+
+
+def split_by_position(documents: Iterator[tuple[str, bool]], n_docs: int, n_chars: int,
+                      spec: SplitSpec) -> Iterator[Piece]:
+    """Slices of the train documents joined by blank lines: train, then validation, then test (each
+    one document), streamed."""
+    total = n_chars + 2 * (n_docs - 1)
+    a = int(total * (1 - held_out(spec)))
+    b = int(total * (1 - spec.test_fraction))
+    parts = (("train", 0, a), ("validation", a, b), ("test", b, total))
+
+    def segments() -> Iterator[str]:
+        done = 0
+        for text, ends in documents:
+            yield text
+            done += ends
+            if ends and done < n_docs:
+                yield "\n\n"
+
+    position = 0
+    for segment in segments():
+        end = position + len(segment)
+        for name, lo, hi in parts:
+            first, last = max(lo, position), min(hi, end)
+            if first < last:
+                yield name, segment[first - position: last - position], last == hi
+        position = end
 
 
 def split_documents(docs: list[str], spec: SplitSpec) -> dict[str, list[str]]:
-    """Carve validation and test out of the train documents (see SplitSpec)."""
-    held_out = spec.val_fraction + spec.test_fraction
-    if not 0 <= held_out < 1:
-        raise ConfigError(f"data.split: val_fraction + test_fraction must be in [0, 1), got {held_out}")
+    """Carve validation and test out of documents held in memory (see SplitSpec), exactly as a text
+    files source does: a helper for sources of your own."""
+    documents = iter([(doc, True) for doc in docs])
     if spec.by == "position":
-        text = "\n\n".join(docs)
-        a = int(len(text) * (1 - held_out))
-        b = int(len(text) * (1 - spec.test_fraction))
-        parts = {"train": [text[:a]], "validation": [text[a:b]], "test": [text[b:]]}
-        return {name: part for name, part in parts.items() if part[0]}
-    if spec.by != "document":
-        raise ConfigError(f"data.split.by must be 'document' or 'position', got '{spec.by}'")
-    # At least one document for each split asked for, so small corpora still validate.
-    n_val = max(1, round(len(docs) * spec.val_fraction)) if spec.val_fraction > 0 else 0
-    n_test = max(1, round(len(docs) * spec.test_fraction)) if spec.test_fraction > 0 else 0
-    if len(docs) - n_val - n_test < 1:
-        raise ConfigError(
-            f"data: {len(docs)} document(s) are too few to split by document; "
-            "use data.split.by=position or give data.val_files"
-        )
-    import random
-
-    order = list(range(len(docs)))
-    random.Random(spec.seed).shuffle(order)
-    val_idx, test_idx = order[:n_val], order[n_val : n_val + n_test]
-    train_idx = sorted(order[n_val + n_test :])
-    parts = {
-        "train": [docs[i] for i in train_idx],
-        "validation": [docs[i] for i in sorted(val_idx)],
-        "test": [docs[i] for i in sorted(test_idx)],
-    }
-    return {name: part for name, part in parts.items() if part}
+        pieces = split_by_position(documents, len(docs), sum(map(len, docs)), spec)
+    else:
+        pieces = split_by_document(documents, document_splits(len(docs), spec))
+    parts: dict[str, list[str]] = {}
+    unended: dict[str, list[str]] = {}
+    for name, text, ends in pieces:
+        unended.setdefault(name, []).append(text)
+        if ends:
+            parts.setdefault(name, []).append("".join(unended.pop(name)))
+    return {name: parts[name] for name in SPLITS if name in parts}
 
 
 def carve_missing_splits(parts: dict[str, Dataset], spec: SplitSpec) -> list[str]:
@@ -134,8 +285,11 @@ class TextFiles:
     """Local text files: globs for train and, optionally, validation and test.
 
     `document="file"`: one document per file; `"line"`: one per non-empty line.
-    Splits without files are carved out of train according to `split`.
+    Splits without files are carved out of train according to `split`. The files are read as
+    they are tokenized, never held whole.
     """
+
+    KEYS = {"train": "data.train_files", "validation": "data.val_files", "test": "data.test_files"}
 
     def __init__(
         self,
@@ -145,6 +299,8 @@ class TextFiles:
         document: str = "file",
         split: SplitSpec | dict | None = None,
     ) -> None:
+        if document not in ("file", "line"):
+            raise ConfigError(f"data.document must be 'file' or 'line', got '{document}'")
         self.files = {
             "train": resolve_files(train_files, "data.train_files"),
             "validation": resolve_files(val_files, "data.val_files"),
@@ -152,29 +308,56 @@ class TextFiles:
         }
         self.document = document
         self.split = as_split_spec(split)
+        self._train_counts: tuple[int, int] | None = None
 
     def load(self) -> Corpus:
-        hasher = hashlib.sha256(f"{self.document}|{self.split}".encode())
-        given = {
-            name: read_documents(files, self.document, f"data.{name}_files", hasher)
-            for name, files in self.files.items()
-            if files
-        }
-        carve = SplitSpec(
-            val_fraction=0.0 if "validation" in given else self.split.val_fraction,
-            test_fraction=0.0 if "test" in given else self.split.test_fraction,
+        """The fingerprint (a hash of the files' bytes); the text streams later, from `pieces`."""
+        fingerprint = files_fingerprint([path for files in self.files.values() for path in files],
+                                        f"{self.document}|{self.split}")
+        size = sum(path.stat().st_size for path in self.files["train"])
+        return Corpus(fingerprint=fingerprint, stream=self.pieces,
+                      train_chars=int(size * (1 - held_out(self.carve_spec()))))
+
+    def carve_spec(self) -> SplitSpec:
+        """What is carved out of train: only the splits without files of their own."""
+        return SplitSpec(
+            val_fraction=0.0 if self.files["validation"] else self.split.val_fraction,
+            test_fraction=0.0 if self.files["test"] else self.split.test_fraction,
             by=self.split.by,
             seed=self.split.seed,
         )
-        parts = split_documents(given.pop("train"), carve)
-        parts.update(given)
-        fingerprint = hasher.hexdigest()[:16]
-        # Fingerprinted by our content hash: datasets would otherwise hash the table by pickling it.
-        splits = DatasetDict({
-            name: Dataset(InMemoryTable.from_pydict({"text": parts[name]}), fingerprint=f"{fingerprint}-{name}")
-            for name in SPLITS if name in parts
-        })
-        return Corpus(splits=splits, fingerprint=fingerprint)
+
+    def documents(self, name: str) -> Iterator[tuple[str, bool]]:
+        """The documents of the files of split `name`, streamed; a split without text is an error."""
+        empty = True
+        for path in self.files[name]:
+            for text, ends in file_documents(path, self.document):
+                empty = False
+                yield text, ends
+        if empty:
+            raise ConfigError(f"{self.KEYS[name]}: the files {[str(f) for f in self.files[name]][:3]} contain no text")
+
+    def train_counts(self) -> tuple[int, int]:
+        """Documents and characters of the train files: one pass, before the split can stream."""
+        if self._train_counts is None:
+            n_docs = n_chars = 0
+            for text, ends in self.documents("train"):
+                n_docs += ends
+                n_chars += len(text)
+            self._train_counts = n_docs, n_chars
+        return self._train_counts
+
+    def pieces(self) -> Iterator[Piece]:
+        spec = self.carve_spec()
+        held_out(spec)
+        if spec.by == "position":
+            yield from split_by_position(self.documents("train"), *self.train_counts(), spec)
+        else:
+            n_docs = self.train_counts()[0] if spec.val_fraction + spec.test_fraction > 0 else None
+            yield from split_by_document(self.documents("train"), document_splits(n_docs, spec))
+        for name in ("validation", "test"):
+            if self.files[name]:
+                yield from ((name, text, ends) for text, ends in self.documents(name))
 
 
 def python_stdlib_files() -> list[str]:
@@ -216,7 +399,13 @@ def load_hub(path: str, name: str | None = None, key: str = "data.path", **optio
 
 class HubDataset:
     """Anything `datasets.load_dataset` reads: a hub name online, or `text`/`csv`/`json` with
-    local `data_files`. `splits` maps our split names to the data set's split names."""
+    local `data_files`. `splits` maps our split names to the data set's split names.
+
+    `streaming=True` reads the set with datasets' streaming mode as it is tokenized, never
+    downloading or preparing it whole; validation/test missing from it are drawn document by
+    document (seeded, see `drawn_splits`). Its fingerprint is the set's name, configuration and
+    data files (with their sizes and times), not its content.
+    """
 
     def __init__(
         self,
@@ -227,8 +416,10 @@ class HubDataset:
         splits: dict | None = None,
         split: SplitSpec | dict | None = None,
         cache_dir: str | None = None,
+        streaming: bool = False,
     ) -> None:
         self.path, self.name, self.data_files = path, name, data_files
+        self.streaming = streaming
         self.text_column = text_column
         self.split_names = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
         self.split = as_split_spec(split)
@@ -240,6 +431,8 @@ class HubDataset:
             data_files = {k: (v if isinstance(v, str) else list(v)) for k, v in data_files.items() if v is not None}
         elif data_files is not None and not isinstance(data_files, str):
             data_files = list(data_files)
+        if self.streaming:
+            return self.load_streaming(data_files)
         loaded = load_hub(self.path, self.name, data_files=data_files, cache_dir=self.cache_dir)
         hasher = hashlib.sha256(f"{self.path}|{self.name}|{self.split}".encode())
         parts: dict[str, Dataset] = {}
@@ -262,7 +455,35 @@ class HubDataset:
             raise ConfigError(f"data: {self.path} has no split named '{self.split_names['train']}' (has {list(loaded)})")
         carve_missing_splits(parts, self.split)
         splits = DatasetDict({name: parts[name] for name in SPLITS if name in parts})
-        return Corpus(splits=splits, fingerprint=hasher.hexdigest()[:16])
+        return Corpus(splits=splits, fingerprint=hasher.hexdigest()[:16], train_chars=parts["train"].data.nbytes)
+
+    def load_streaming(self, data_files: dict | str | list | None) -> Corpus:
+        loaded = load_hub(self.path, self.name, data_files=data_files, cache_dir=self.cache_dir, streaming=True)
+        present = {ours: loaded[theirs] for ours, theirs in self.split_names.items()
+                   if theirs is not None and theirs in loaded}
+        if "train" not in present:
+            raise ConfigError(f"data: {self.path} has no split named '{self.split_names['train']}' (has {list(loaded)})")
+        hasher = hashlib.sha256(f"{self.path}|{self.name}|{self.split}|{sorted(present)}|streaming".encode())
+        patterns = data_files.values() if isinstance(data_files, Mapping) else [data_files or []]
+        for pattern in itertools.chain.from_iterable([p] if isinstance(p, str) else p for p in patterns):
+            for path in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)):
+                stat = os.stat(path)
+                hasher.update(f"{pattern}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return Corpus(fingerprint=hasher.hexdigest()[:16], stream=lambda: self.streamed_pieces(present))
+
+    def streamed_pieces(self, present: dict[str, Any]) -> Iterator[Piece]:
+        carve = SplitSpec(val_fraction=0.0 if "validation" in present else self.split.val_fraction,
+                          test_fraction=0.0 if "test" in present else self.split.test_fraction,
+                          seed=self.split.seed)
+        names = document_splits(None, carve)
+        for ours, dataset in present.items():
+            for batch in dataset.iter(batch_size=1000):
+                if self.text_column not in batch:
+                    raise ConfigError(f"data.text_column={self.text_column} is not a column of {self.path} "
+                                      f"split '{self.split_names[ours]}' (columns: {list(batch)})")
+                for text in batch[self.text_column]:
+                    if text and text.strip():
+                        yield (next(names) if ours == "train" else ours), text, True
 
 
 class WikiText:

@@ -30,8 +30,12 @@ def build_tokenizer(
     min_frequency: int = 2,
     lowercase: bool = False,
     name_or_path: str | None = None,
+    train_bytes: int | None = None,
 ) -> PreTrainedTokenizerFast:
-    """Build (and, for bpe/wordpiece/char, train on `texts`) a tokenizer of the given kind."""
+    """Build (and, for bpe/wordpiece/char, train on `texts`) a tokenizer of the given kind.
+
+    `train_bytes`: train on at most this much of `texts` (UTF-8 bytes; None: all of it). The
+    caller passes a seeded sample of a corpus bigger than that (lmexp.data.datamodule)."""
     if kind not in KINDS:
         raise ValueError(f"tokenizer.kind={kind!r} is unknown; valid kinds: {', '.join(KINDS)}")
     if kind == "pretrained":
@@ -40,6 +44,7 @@ def build_tokenizer(
         return _wrap(_byte_tokenizer())
     if texts is None:
         raise ValueError(f"texts (the training documents) must be given for tokenizer.kind={kind}")
+    texts = TextBudget(texts, train_bytes)
     if kind == "char":
         return _wrap(_char_tokenizer(texts))
     if vocab_size is None:
@@ -47,6 +52,20 @@ def build_tokenizer(
     if kind == "bpe":
         return _wrap(_bpe_tokenizer(texts, vocab_size, min_frequency))
     return _wrap(_wordpiece_tokenizer(texts, vocab_size, min_frequency, lowercase))
+
+
+class TextBudget:
+    """`texts` until `train_bytes` of them (UTF-8) have been read (None: all); `bytes_seen` says how much."""
+
+    def __init__(self, texts: Iterable[str], train_bytes: int | None = None) -> None:
+        self.texts, self.train_bytes, self.bytes_seen = texts, train_bytes, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            yield text
+            self.bytes_seen += len(text.encode("utf-8", "replace"))
+            if self.train_bytes and self.bytes_seen >= self.train_bytes:
+                return
 
 
 def _byte_tokenizer() -> Tokenizer:

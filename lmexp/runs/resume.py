@@ -20,7 +20,7 @@ from lmexp.errors import ConfigError
 
 IDENTITY = ("seed", "model", "tokenizer", "data", "objective", "optimizer", "scheduler", "decay_embeddings")
 # Inside the identity groups: settings that change speed or where files go, not results.
-NOT_IDENTITY = ("data.num_workers", "data.num_proc", "data.eval_batch_size", "data.source.cache_dir")
+NOT_IDENTITY = ("data.num_workers", "data.num_proc", "data.shard_chars", "data.eval_batch_size", "data.source.cache_dir")
 CONSENT = "allow_config_change=true"
 
 log = logging.getLogger("lmexp")
