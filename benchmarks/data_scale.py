@@ -2,7 +2,7 @@
 
 For each corpus size, synthetic text is made from the running Python's standard-library sources
 (one document per line, as the measurement in README "Large corpora" was made) and preprocessed
-by the real lmexp path, `python -m lmexp.data.prepare`, in a fresh cache, under GNU
+by the real lmexp path, `python -m lmexp.tools.prepare`, in a fresh cache, under GNU
 `/usr/bin/time -v`: for `byte` and for `bpe` (a tokenizer trained once beforehand, loaded as
 tokenizer=pretrained), at each of --procs. Beside each, in the same rounds and alternated with
 them, the floor: a bare loop of `tokenizers` encode_batch over the same file, writing numpy
@@ -110,7 +110,7 @@ def timed(command: list[str], env: dict) -> dict:
 
 def run_lmexp(corpus: Path, tokenizer: list[str], procs: int, cache: Path, env: dict) -> dict:
     shutil.rmtree(cache, ignore_errors=True)
-    command = [sys.executable, "-m", "lmexp.data.prepare", "data=text_files", f"data.train_files={corpus}",
+    command = [sys.executable, "-m", "lmexp.tools.prepare", "data=text_files", f"data.train_files={corpus}",
                "data.document=line", *tokenizer, f"data.num_proc={procs}", f"paths.cache_dir={cache}"]
     result = timed(command, env)
     out = result["stdout"]

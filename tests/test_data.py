@@ -218,7 +218,7 @@ def test_shards_and_processes_do_not_change_the_store(tmp_path, small_corpus):
 
 
 def test_a_killed_build_keeps_its_finished_shards_and_ends_identical(tmp_path):
-    from lmexp.data.prepare import prepare
+    from lmexp.tools.prepare import prepare
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text((SHARED_DATA / "tinyshakespeare" / "input.txt").read_text() * 2)
@@ -230,7 +230,7 @@ def test_a_killed_build_keeps_its_finished_shards_and_ends_identical(tmp_path):
     assert len(list(reference.glob("train-*.npy"))) > 50
     cache = tmp_path / "cache"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "lmexp.data.prepare", *args, f"paths.cache_dir={cache}"]
+    command = [sys.executable, "-m", "lmexp.tools.prepare", *args, f"paths.cache_dir={cache}"]
     killed = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     partial = cache / "preprocessed" / f"{reference.name}.partial"
     deadline = time.time() + 240

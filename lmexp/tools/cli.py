@@ -19,7 +19,7 @@ COMMANDS = {
     "fill-mask": ("lmexp.tools.generate", "top-k predictions for masked tokens of an MLM run"),
     "export": ("lmexp.tools.export", "write a run as a Hugging Face model directory"),
     "rate": ("lmexp.tools.rate", "people rate two runs' samples blind, in a browser; --report: win rate"),
-    "prepare": ("lmexp.data.prepare", "preprocess a run's data into the cache (token store), no training"),
+    "prepare": ("lmexp.tools.prepare", "preprocess a run's data into the cache (token store), no training"),
 }
 
 
