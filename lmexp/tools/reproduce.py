@@ -274,15 +274,16 @@ def sweep_command(name: str, claim: DictConfig, overrides: list[str], sweep_dir:
 
 def judge_sweep(name: str, claim: DictConfig, sweep_dir: Path) -> dict:
     """The claim's verdict from the sweep's records, by lmexp compare's --baseline code."""
-    from lmexp.tools import compare
+    from lmexp.tools.baseline import baseline_entries, find_baseline
+    from lmexp.tools.rows import find_run_dirs, lower_is_better, make_rows
     from lmexp.tools.stats import judge
 
     key, _ = claim_arms(name, claim)
-    runs = [RunRecord.read(d) for d in compare.find_run_dirs([str(sweep_dir)])]
-    lower = compare.lower_is_better(claim.metric, runs)
-    rows = compare.make_rows(runs, [key], claim.metric, lower)
-    base = compare.find_baseline(rows, str(claim.baseline))
-    entries = compare.baseline_entries(rows, base, [claim.metric], {claim.metric: lower}, claim.alpha)
+    runs = [RunRecord.read(d) for d in find_run_dirs([str(sweep_dir)])]
+    lower = lower_is_better(claim.metric, runs)
+    rows = make_rows(runs, [key], claim.metric, lower)
+    base = find_baseline(rows, str(claim.baseline))
+    entries = baseline_entries(rows, base, [claim.metric], {claim.metric: lower}, claim.alpha)
     others = [entry for entry in entries if not entry["baseline"]]
     return {"claim": name, "statement": claim.statement, "title": claim.title, "authors": claim.authors,
             "year": claim.year, "url": claim.get("url"), "metric": claim.metric, "direction": claim.direction,
@@ -312,7 +313,7 @@ def reproduce_claim(name: str, cfg: DictConfig, overrides: list[str], sweep_dir:
     (sweep / "claim.json").write_text(json.dumps(result, indent=2) + "\n")
     print_claim(result)
     if OmegaConf.select(cfg, "logger.wandb") is not None:
-        from lmexp.tools.compare import log_comparison
+        from lmexp.tools.wandb_runs import log_comparison
 
         path = log_comparison(runs, result["comparison"], claim.metric, title=f"{name}: {result['verdict']}",
                               config={k: v for k, v in result.items() if k != "comparison"},
@@ -322,14 +323,14 @@ def reproduce_claim(name: str, cfg: DictConfig, overrides: list[str], sweep_dir:
 
 
 def print_claim(result: dict) -> None:
-    from lmexp.tools.compare import _g, _interval, _mean_std
+    from lmexp.tools.render import interval, mean_std, number
     from lmexp.tools.tables import print_table as print_fitted
 
     key = result["baseline"].partition("=")[0]
     entries = result["comparison"]
-    rows = [[e["config"].get(key) or "-", _mean_std(e), str(e["n"]),
-             "baseline" if e["baseline"] else f"{_g(e['diff'], '+.3g')} {_interval(e)}", _g(e["p"], ".2g"),
-             _g(e["effect_size"], ".2f")] for e in entries]
+    rows = [[e["config"].get(key) or "-", mean_std(e), str(e["n"]),
+             "baseline" if e["baseline"] else f"{number(e['diff'], '+.3g')} {interval(e)}", number(e["p"], ".2g"),
+             number(e["effect_size"], ".2f")] for e in entries]
     tests = {e["test"] for e in entries if not e["baseline"]}
     print_fitted([key, result["metric"], "n", "Δ [95% CI]", "p", "d"], rows, whole={key, "n", "p", "d"},
                  right={result["metric"], "n", "Δ [95% CI]", "p", "d"},
