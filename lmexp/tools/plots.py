@@ -72,9 +72,10 @@ def _curve(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_baseline(entries: list[dict], metric: str, path: str) -> None:
-    """Left: every run's value (one point per seed) and each configuration's mean with its 95%
-    t-interval. Right: the difference to the baseline with its 95% confidence interval."""
+def plot_baseline(entries: list[dict], metric: str, path: str, title: str | None = None) -> None:
+    """Left: every run's value (one point per seed), each configuration's mean with its 95%
+    t-interval, and the baseline's mean as a line. Right: the difference to the baseline with its
+    95% confidence interval."""
     import numpy as np
     from scipy import stats
 
@@ -89,6 +90,10 @@ def plot_baseline(entries: list[dict], metric: str, path: str) -> None:
             low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
             left.errorbar(i + 0.3, values.mean(), yerr=[[values.mean() - low], [high - values.mean()]], fmt="D",
                           color=f"C{i % 10}", capsize=4)
+    base = [e for e in mine if e["baseline"]]
+    if base:
+        left.axhline(base[0]["mean"], color="grey", linewidth=1, linestyle="--", label="baseline mean")
+        left.legend(fontsize="x-small")
     labels = [e["group"] for e in mine]
     left.set_xticks(range(len(mine)), labels, rotation=15, ha="right", fontsize="small")
     left.set_ylabel(f"{metric}: seeds, mean and 95% CI")
@@ -99,6 +104,8 @@ def plot_baseline(entries: list[dict], metric: str, path: str) -> None:
     right.axhline(0.0, color="grey", linewidth=1)
     right.set_xticks(range(len(others)), [e["group"] for e in others], rotation=15, ha="right", fontsize="small")
     right.set_ylabel(f"Δ {metric} vs {mine[0]['group'] if mine else 'baseline'} (95% CI)")
+    if title:
+        fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

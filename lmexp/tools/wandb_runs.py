@@ -40,9 +40,10 @@ def from_wandb(runs: list[RunRecord], metrics: list[str]) -> tuple[list[RunRecor
 
 
 def log_comparison(runs, entries: list[dict], metric: str, title: str, config: dict,
-                   summary: dict | None = None) -> Path:
-    """Log a --baseline comparison (its entries as a table, the plot) as an offline W&B run in the
-    group of the runs (the sweep's id), written into the sweep directory; return its directory."""
+                   summary: dict | None = None, picture: Path | None = None, attach: list[Path] = ()) -> Path:
+    """Log a --baseline comparison (its entries as a table, the plot: `picture`, or drawn here, and
+    the files to `attach`) as an offline W&B run in the group of the runs (the sweep's id), written
+    into the sweep directory; return its directory."""
     import wandb
 
     from lmexp.tools.plots import plot_baseline
@@ -57,9 +58,12 @@ def log_comparison(runs, entries: list[dict], metric: str, title: str, config: d
     try:
         table = wandb.Table(columns=BASELINE_COLUMNS, data=[[e[c] for c in BASELINE_COLUMNS] for e in entries])
         with tempfile.TemporaryDirectory() as tmp:
-            plot = Path(tmp) / "comparison.png"
-            plot_baseline(entries, metric, str(plot))
+            plot = picture or Path(tmp) / "comparison.png"
+            if picture is None:
+                plot_baseline(entries, metric, str(plot))
             run.log({"comparison": table, "plot": wandb.Image(str(plot))})
+        for path in attach:
+            run.save(str(path), base_path=str(path.parent), policy="now")
         values = {f"{e['group']}/{e['metric']}/{k}": e[k] for e in entries
                   for k in ("mean", "std", "n", "diff", "ci_low", "ci_high", "p", "effect_size", "result")
                   if e[k] is not None}
