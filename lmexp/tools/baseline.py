@@ -65,6 +65,7 @@ def baseline_entries(rows: list[Row], base: Row, metrics: list[str], lower: dict
                      "seeds": [k if isinstance(k, int) else None for k in values], "values": list(values.values()),
                      "run_dirs": [str(run.run_dir) for run in row.runs]}
             if row is base:
-                entry.update(diff=None, ci_low=None, ci_high=None, p=None, effect_size=None, test=None)
+                entry.update(diff=None, ci_low=None, ci_high=None, p=None, effect_size=None, test=None, se=None,
+                             df=None, boot_low=None, boot_high=None)
             entries.append(entry)
     return entries
