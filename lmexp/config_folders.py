@@ -75,12 +75,17 @@ def compose(overrides: list[str], user_dirs: list[Path], config_name: str = "tra
     """A config composed as `lmexp-train` would with the user's folders on Hydra's search path."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
 
     from lmexp.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return hydra_compose(config_name, overrides=[*searchpath_override(user_dirs), *overrides])
+        try:
+            return hydra_compose(config_name, overrides=[*searchpath_override(user_dirs), *overrides])
+        except HydraException as err:  # a bad override, an unknown option: Hydra's own words, one line
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            raise ConfigError(" — ".join(lines[:2])) from None
 
 
 def check_choices_unique(runtime: DictConfig | None) -> None:

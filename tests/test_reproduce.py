@@ -214,8 +214,8 @@ def test_identical_arms_are_not_significant(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
     code = main(["reproduce", "claim_rotary_positions", *TINY_CLAIM,
-                 "claim.arms={often: [trainer.log_every_n_steps=1, optimizer=adamw], "
-                 "rarely: [trainer.log_every_n_steps=2, callbacks=minimal]}", "claim.baseline=often"])
+                 'claim.arms={often: ["trainer.log_every_n_steps=1", "optimizer=adamw"], '
+                 'rarely: ["trainer.log_every_n_steps=2", "callbacks=minimal"]}', "claim.baseline=often"])
     result, sweep = claim_result(tmp_path)
     [arm] = [e for e in result["comparison"] if not e["baseline"]]
     assert code == 1 and result["verdict"] == "NOT SIGNIFICANT" and "NOT SIGNIFICANT: " in capsys.readouterr().out
@@ -243,6 +243,8 @@ def test_your_folders_are_listed_resolved_and_a_name_twice_is_an_error(tmp_path,
     assert main(["experiments"]) == 0 and f"my_claim*: yours, {mine / 'experiment' / 'my_claim.yaml'}" in \
         capsys.readouterr().out
     assert main(["reproduce", "my_claim", SHAKESPEARE, "claim.arms.working=[optimizer.no_such_key=1]"]) == 2
+    assert "no viable alternative" in capsys.readouterr().err  # Hydra's line: an `=` inside a list needs quotes
+    assert main(["reproduce", "my_claim", SHAKESPEARE, 'claim.arms.working=["optimizer.no_such_key=1"]']) == 2
     assert "my_claim: claim.arms.working: " in capsys.readouterr().err
     assert main(["reproduce", "my_claim", SHAKESPEARE, 'claim.arms.working=["seed=1,2"]']) == 2
     assert "claim.arms.working: seed=1,2: an arm sets a value" in capsys.readouterr().err
