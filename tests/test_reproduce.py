@@ -214,7 +214,7 @@ def test_identical_arms_are_not_significant(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
     code = main(["reproduce", "claim_rotary_positions", *TINY_CLAIM,
-                 'claim.arms={often: ["trainer.log_every_n_steps=1", "optimizer=adamw"], '
+                 "~claim.arms", '+claim.arms={often: ["trainer.log_every_n_steps=1", "optimizer=adamw"], '
                  'rarely: ["trainer.log_every_n_steps=2", "callbacks=minimal"]}', "claim.baseline=often"])
     result, sweep = claim_result(tmp_path)
     [arm] = [e for e in result["comparison"] if not e["baseline"]]
