@@ -17,9 +17,9 @@ from lmexp.config import attention_mismatch, choice, unlabelled_data
 from lmexp.data.classification import ClassificationDataModule
 from lmexp.data.datamodule import LMDataModule, TokenizedDataModule
 from lmexp.errors import ConfigError, ExpectedFailure, cannot_write
-from lmexp.models import check_model
+from lmexp.models import check_model, check_outputs
 from lmexp.module import LMModule
-from lmexp.objectives.base import Objective, check_objective
+from lmexp.objectives.base import Objective, check_loss, check_objective
 
 # conf/model/from_run.yaml's own keys (see lmexp.runs.init_from), not arguments of the model.
 FROM_RUN_KEYS = ("init_from", "freeze_backbone")
@@ -71,7 +71,37 @@ def build_parts(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
     model = build_model(cfg, datamodule.tokenizer, objective)
     if pretrained is not None:
         pretrained.load_weights(model)
-    return RunParts(objective, datamodule, model)
+    parts = RunParts(objective, datamodule, model)
+    check_by_doing(cfg, parts)
+    return parts
+
+
+def check_by_doing(cfg: DictConfig, parts: RunParts, rows: int = 2) -> None:
+    """The model and objective contracts checked on real data before anything trains: one forward
+    and one loss on the first `rows` rows of the validation (else test) split, without gradient,
+    dropout, or any draw from the random streams a run uses."""
+    import torch
+
+    split = next((s for s in ("validation", "test") if parts.datamodule.has_split(s)), None)
+    if split is None:
+        return
+    loader = parts.datamodule.val_dataloader() if split == "validation" else parts.datamodule.test_dataloader()
+    if not hasattr(loader.dataset, "__getitem__") or len(loader.dataset) == 0:
+        return
+    dataset, indices = loader.dataset, list(range(min(rows, len(loader.dataset))))
+    # As the loader fetches: a batched __getitems__ where the dataset has one, then its collate_fn.
+    items = dataset.__getitems__(indices) if hasattr(dataset, "__getitems__") else [dataset[i] for i in indices]
+    batch = (loader.collate_fn or torch.utils.data.default_collate)(items)
+    model, training = parts.model, parts.model.training
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        batch = parts.objective.prepare_batch(batch, torch.Generator().manual_seed(0))
+        model.eval()
+        try:
+            output = check_outputs(model, batch["input_ids"], batch.get("attention_mask"), cfg.model._target_,
+                                   parts.objective.labelled)
+        finally:
+            model.train(training)
+        check_loss(parts.objective, cfg.objective._target_, output, batch)
 
 
 def data_failure(cache_dir: str | None, err: OSError | UnicodeDecodeError) -> ExpectedFailure:

@@ -26,4 +26,6 @@ def quiet_third_party() -> None:
     for message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropLines())
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):  # once per process, however many jobs
+            logger.addFilter(_DropLines())

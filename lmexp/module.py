@@ -133,6 +133,8 @@ class LMModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lmexp"] = dict(self.extra_checkpoint_state)
+        # A run resumed from its final checkpoint trains no step: its record takes these.
+        checkpoint["lmexp"]["last_train_metrics"] = last_train_metrics(self.trainer)
         # Random streams (dropout, masking) continue exactly where they were after a resume.
         checkpoint["lmexp_rng"] = {
             "torch": torch.get_rng_state(),

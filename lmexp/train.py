@@ -15,6 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lmexp.config import hydra_entry_point, hydra_runtime, resolved, sweep_group, validate
+from lmexp.config_folders import check_choices_unique
+from lmexp.console import quiet_third_party
 from lmexp.errors import ExpectedFailure, cannot_write
 from lmexp.runs.record import (SUMMARY, RunRecord, config_hash, git_info, package_versions, print_results,
                                version_changes)
@@ -34,8 +36,10 @@ def train(cfg: DictConfig) -> float:
     except OSError as err:
         raise (cannot_write(record.run_dir.parent, f"the run directory {record.run_dir.name}", err) or err) from err
     is_main = True  # every rank runs this function under DDP; only rank 0 writes (known once Lightning loads)
+    trainer = None
     start = time.perf_counter()
     try:
+        check_choices_unique(hydra_runtime())
         validate(cfg)
         import_before_torch(cfg)
         import pytorch_lightning as pl  # heavy imports only after the config is known to be sound
@@ -67,7 +71,8 @@ def train(cfg: DictConfig) -> float:
         trainer.fit(lm_module, datamodule=parts.datamodule, ckpt_path=record.resumed_from, weights_only=not cfg.trust_checkpoint)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
-        record.metrics = module.last_train_metrics(trainer)
+        record.metrics = module.last_train_metrics(trainer) or (checkpoint or {}).get("lmexp", {}).get(
+            "last_train_metrics", {})  # resumed after its last step: the checkpoint's
         record.pruned = pruned_at(trainer)  # an Optuna pruner stopped it: a result, not worth a final scoring
         if record.pruned is None:
             # The recorded validation metrics cover the split as the test does (the whole split unless
@@ -85,6 +90,8 @@ def train(cfg: DictConfig) -> float:
         refused = cannot_write(record.run_dir, "the run's files", err) if isinstance(err, OSError) else None
         failure = refused or err
         record.error = str(failure) if isinstance(failure, ExpectedFailure) else f"{type(err).__name__}: {err}"
+        if type(err).__name__ == "SIGTERMException":  # Lightning's, at the end of the step SIGTERM came in
+            record.error = stopped_by_sigterm(record.run_dir, trainer.global_step if trainer else 0)
         if isinstance(failure, ExpectedFailure):
             log_traceback(err, record.run_dir)
         if refused is not None:  # a full disk (CSV, logs, ...) is the machine's fault: one line, like bad input
@@ -111,6 +118,14 @@ def write_record(record: RunRecord) -> None:
         if refused is None:
             raise
         print(f"error: {refused}", file=sys.stderr)
+
+
+def stopped_by_sigterm(run_dir: Path, step: int) -> str:
+    """What a run stopped by SIGTERM (scancel, preemption, a time limit) records, and how to go on."""
+    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return f"stopped by SIGTERM at step {step} (scancel, preemption or a time limit); no checkpoint was saved"
+    return (f"stopped by SIGTERM at step {step} (scancel, preemption or a time limit); last.ckpt saved: continue "
+            f"with ckpt_path={run_dir} (a sweep job: the sweep's command with resume=true)")
 
 
 def describe_parts(record: RunRecord, parts, is_main: bool) -> None:
@@ -161,6 +176,7 @@ def log_traceback(err: BaseException, run_dir: Path) -> None:
 
 
 def _job(cfg: DictConfig) -> float:
+    quiet_third_party()  # also in the processes a launcher starts for sweep jobs (joblib, SLURM)
     try:
         if sweep_group(hydra_runtime()) is not None:  # a -m sweep job: a failure is recorded, the sweep goes on
             return run_job(cfg, train)

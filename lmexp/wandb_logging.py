@@ -9,7 +9,7 @@ blocks or breaks a run.
   the last logged value, which for val/ is whatever validation ran last).
 - `build_wandb_logger`: the logger, which falls back to offline rather than block or break a run;
   `finish_wandb` closes the run whatever happened.
-(A comparison's own W&B run: lmexp.tools.compare.log_comparison.)
+(A comparison's own W&B run: lmexp.tools.wandb_runs.log_comparison.)
 """
 
 from __future__ import annotations

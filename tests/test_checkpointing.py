@@ -99,6 +99,9 @@ def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, small_corp
     assert summary["status"] == "interrupted"
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] > 0
+    assert summary["error"] == (f"stopped by SIGTERM at step {saved['global_step']} (scancel, preemption or a time "
+                                f"limit); last.ckpt saved: continue with ckpt_path={run} (a sweep job: the sweep's "
+                                f"command with resume=true)")
 
 
 def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, small_corpus,

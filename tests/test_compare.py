@@ -218,7 +218,8 @@ def test_baseline_matches_a_value_written_another_way():
     from pathlib import Path
 
     from lmexp.runs.record import RunRecord
-    from lmexp.tools.compare import Row, find_baseline
+    from lmexp.tools.baseline import find_baseline
+    from lmexp.tools.rows import Row
 
     def row(value):
         run = RunRecord(Path("r"), status="completed", overrides=[f"model.tie_embeddings={value}"], seed=1)

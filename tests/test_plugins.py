@@ -154,6 +154,18 @@ WRONG = {
                                 "objective._target_=lmexp_plugin_example.broken.NoLossObjective"],
                                "error: objective: lmexp_plugin_example.broken.NoLossObjective lacks method loss "
                                "(see lmexp.objectives.base.Objective)"),
+    # Checked by doing, once the data is prepared and before training: one forward and one loss on real rows.
+    "no_forward": (["objective=smoothed_lm", "model._target_=lmexp_plugin_example.broken.NoForwardGRU"],
+                   "error: model: lmexp_plugin_example.broken.NoForwardGRU has no forward method (nn.Module's raises "
+                   "NotImplementedError); expected forward(input_ids [B, T], attention_mask [B, T] | None) -> "
+                   "logits [B, T, vocab_size]"),
+    "hidden_states_for_logits": (["objective=smoothed_lm",
+                                  "model._target_=lmexp_plugin_example.broken.HiddenStatesGRU"],
+                                 "error: model: lmexp_plugin_example.broken.HiddenStatesGRU.forward returned a float32 "
+                                 "tensor [2, 64, 64]; expected logits [B, T, vocab_size] = [2, 64, "),
+    "loss_per_token": (["objective=smoothed_lm", "objective._target_=lmexp_plugin_example.broken.PerTokenLoss"],
+                       "error: objective: lmexp_plugin_example.broken.PerTokenLoss.loss returned a float32 tensor "
+                       "[128]; expected a scalar tensor (shape []), floating"),
 }
 
 
@@ -177,6 +189,9 @@ def test_wrong_plugins_get_one_line_errors(tmp_path, cache_dir, make_cfg):
         assert summary["status"] == "failed" and f"error: {summary['error']}" == lines[0], (name, summary["error"])
 
     assert "preprocessing" not in results["causal_under_masked_lm"].stdout  # no data was read
+    # What the forward check caught, with its traceback, is in the run's log (the terminal had one line).
+    log = (only_run(tmp_path / "loss_per_token") / "train.log").read_text()
+    assert "Traceback" in log and "PerTokenLoss.loss returned" in log
 
     # Word for word the lines built-ins get, caught in their config: an encoder under causal_lm, a
     # decoder under masked_lm. (The compose API has no Hydra choices, so those lines name the

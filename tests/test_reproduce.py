@@ -10,7 +10,8 @@ import pytest
 
 from conftest import SHARED_DATA, SMALL_MODEL, TINY
 from conftest import read_summary
-from lmexp.tools.reproduce import claim_arms, experiment_names, main, verdict
+from lmexp.tools.claims import claim_arms
+from lmexp.tools.reproduce import experiment_names, main, verdict
 from lmexp.train import train
 
 SHAKESPEARE = f"data.path={SHARED_DATA / 'tinyshakespeare'}"
@@ -28,8 +29,8 @@ def test_every_experiment_has_a_complete_paper_claim_or_curve_block(make_cfg):
     for name in experiment_names():
         cfg = make_cfg([f"experiment={name}"])
         if cfg.get("claim") is not None:
-            key, values = claim_arms(name, cfg.claim)
-            assert len(values) >= 2 and len(cfg.claim.seeds) >= 3 and 0 < cfg.claim.alpha < 1, name
+            arms = claim_arms(name, cfg.claim)
+            assert len(arms.overrides) >= 2 and len(cfg.claim.seeds) >= 3 and 0 < cfg.claim.alpha < 1, name
             for field in ("title", "authors", "year", "url", "statement", "metric", "direction", "budget", "data"):
                 assert cfg.claim.get(field) is not None, (name, field)
             continue
@@ -217,19 +218,61 @@ def test_a_claim_that_surely_holds_holds(tmp_path, monkeypatch, capsys):
     logged = read_offline_run(path)
     assert logged.job_type == "compare" and logged.group == sweep.name and logged.summary["verdict"] == "HOLDS"
     assert logged.config["claim"] == "claim_rotary_positions"
+    # The report to look at, beside claim.json and in the W&B run; the power the claim had.
+    assert (sweep / "claim.png").read_bytes()[:4] == b"\x89PNG" and f"claim report: {sweep / 'claim.json'}" in out
+    assert json.loads((path / "files" / "claim.json").read_text())["verdict"] == "HOLDS"
+    assert 0 < arm["detectable_diff"] < abs(arm["diff"]) and arm["boot_low"] <= arm["diff"] <= arm["boot_high"]
+    assert "smallest difference this claim could detect (power 0.8" in out
 
 
 def test_identical_arms_are_not_significant(tmp_path, monkeypatch, capsys):
-    """Two arms that differ only in how often the loss is logged: the same runs, no difference."""
+    """Two arms of several keys each (a mapping of arm name -> overrides) that differ only in how
+    often the loss is logged and in the group option that already is the default: the same runs,
+    no difference."""
     monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
     code = main(["reproduce", "claim_rotary_positions", *TINY_CLAIM,
-                 'claim.arms=["trainer.log_every_n_steps=1","trainer.log_every_n_steps=2"]',
-                 'claim.baseline="trainer.log_every_n_steps=1"'])
-    result, _ = claim_result(tmp_path)
+                 "~claim.arms", '+claim.arms={often: ["trainer.log_every_n_steps=1", "optimizer=adamw"], '
+                 'rarely: ["trainer.log_every_n_steps=2", "callbacks=minimal"]}', "claim.baseline=often"])
+    result, sweep = claim_result(tmp_path)
     [arm] = [e for e in result["comparison"] if not e["baseline"]]
     assert code == 1 and result["verdict"] == "NOT SIGNIFICANT" and "NOT SIGNIFICANT: " in capsys.readouterr().out
-    assert arm["n"] == 3 and arm["p"] >= 0.05
+    assert arm["group"] == "arm=rarely" and arm["n"] == 3 and arm["p"] >= 0.05 and arm["diff"] == 0
+    assert (sweep / "arms" / "arm" / "rarely.yaml").read_text() == (
+        "# @package _global_\ndefaults:\n- override /callbacks: minimal\ntrainer:\n  log_every_n_steps: 2\n")
+    jobs = [read_summary(job) for job in sweep.iterdir() if (job / "summary.json").exists()]
+    assert sorted(job["overrides"][-2] for job in jobs) == ["+arm=often"] * 3 + ["+arm=rarely"] * 3
+
+
+def test_your_folders_are_listed_resolved_and_a_name_twice_is_an_error(tmp_path, monkeypatch, capsys):
+    """In-process and without training: the user's experiments beside lmexp's, composed from their
+    folder; a name found twice names both files; a bad arm is refused before anything runs."""
+    from lmexp.config_folders import user_config_dirs
+    from lmexp.tools.reproduce import compose_experiment
+
+    mine = tmp_path / "mine"
+    (mine / "experiment").mkdir(parents=True)
+    (mine / "experiment" / "my_claim.yaml").write_text(MY_CLAIM)
+    monkeypatch.setenv("LMEXP_CONFIG_PATH", str(mine))
+    monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path / "out"))
+    assert "my_claim" in experiment_names(user_config_dirs()) and "claim_weight_tying" in experiment_names()
+    cfg = compose_experiment("my_claim", [], user_config_dirs())
+    assert cfg.claim.baseline == "tiny" and cfg.model.d_model == 32
+    assert main(["experiments"]) == 0 and f"my_claim*: yours, {mine / 'experiment' / 'my_claim.yaml'}" in \
+        capsys.readouterr().out
+    assert main(["reproduce", "my_claim", SHAKESPEARE, "claim.arms.working=[optimizer.no_such_key=1]"]) == 2
+    assert "no viable alternative" in capsys.readouterr().err  # Hydra's line: an `=` inside a list needs quotes
+    assert main(["reproduce", "my_claim", SHAKESPEARE, 'claim.arms.working=["optimizer.no_such_key=1"]']) == 2
+    assert "my_claim: claim.arms.working: " in capsys.readouterr().err
+    assert main(["reproduce", "my_claim", SHAKESPEARE, 'claim.arms.working=["seed=1,2"]']) == 2
+    assert "claim.arms.working: seed=1,2: an arm sets a value" in capsys.readouterr().err
+    (mine / "experiment" / "claim_weight_tying.yaml").write_text(MY_CLAIM)
+    assert main(["experiments"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: experiment=claim_weight_tying is defined twice: ") and \
+        str(mine / "experiment" / "claim_weight_tying.yaml") in err and err.count("\n") == 1
+    monkeypatch.setenv("LMEXP_CONFIG_PATH", str(tmp_path / "nowhere"))
+    assert main(["experiments"]) == 2 and "LMEXP_CONFIG_PATH=" in capsys.readouterr().err
 
 
 def test_a_claim_with_arms_of_different_keys_is_refused(capsys):
@@ -241,8 +284,8 @@ def test_a_claim_with_arms_of_different_keys_is_refused(capsys):
 def test_tiny_curve_stays_in_its_band(tmp_path, monkeypatch, capsys):
     """CI's curve check: 300 steps of a tiny model against the curve lmexp recorded; then the same
     run against a reference moved out of the band at one step."""
+    from lmexp.config_folders import find_option
     from lmexp.tools.curves import check_curve, read_curve, run_curve
-    from lmexp.tools.reproduce import curve_path
 
     monkeypatch.setenv("LMEXP_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("LMEXP_CACHE_DIR", str(tmp_path / "cache"))
@@ -255,7 +298,7 @@ def test_tiny_curve_stays_in_its_band(tmp_path, monkeypatch, capsys):
     shown = capsys.readouterr().out
     assert "loss curves against the reference curves" in shown and shown.count("PASS") == 2
 
-    recorded = read_curve(curve_path("curves/curve_tiny_char.lmexp.csv"))
+    recorded = read_curve(find_option("experiment", "curve_tiny_char", []).path.parent / "curves/curve_tiny_char.lmexp.csv")
     curve = run_curve(run, ["val/loss", "train/loss"])
     moved = {m: dict(points) for m, points in recorded.items()}
     moved["val/loss"][150] += 0.05
@@ -267,3 +310,119 @@ def test_tiny_curve_stays_in_its_band(tmp_path, monkeypatch, capsys):
     moved["val/loss"][350] = 2.0  # a reference point the run never reached
     assert check_curve(curve, moved, {"val/loss": 1.0})[0]["first_outside"] == {"step": 350, "reference": 2.0,
                                                                                   "run": None}
+
+
+# A researcher's own folder, outside the checkout: a paper experiment with a curve, and a claim
+# whose arms set several keys each.
+MY_PAPER = """# @package _global_
+defaults:
+  - claims/shakespeare_char
+  - override /logger: csv
+model: {d_model: 32, n_layers: 1, n_heads: 2}
+trainer: {max_steps: 6, val_check_interval: 3, limit_val_batches: 2, limit_test_batches: 2, log_every_n_steps: 1}
+paper:
+  title: My paper
+  year: 2026
+  metric: val/loss
+  reported: 4.0
+  tolerance: 1.5
+  direction: min
+  budget: seconds
+  hardware: CPU
+  data: Tiny Shakespeare
+curves:
+  - name: mine
+    file: curves/my_paper.csv
+    metrics: [val/loss]
+    tolerance: {val/loss: 2.0}
+"""
+MY_CLAIM = """# @package _global_
+defaults:
+  - claims/shakespeare_char
+  - override /logger: csv
+model: {d_model: 32, n_layers: 1, n_heads: 2}
+trainer: {max_steps: 6, val_check_interval: 6, limit_val_batches: 2, limit_test_batches: 2}
+claim:
+  title: My claim
+  authors: Me
+  year: 2026
+  statement: a working lr with warmup beats a tiny lr without
+  arms:
+    tiny: [optimizer=adam, optimizer.lr=1e-7, scheduler.warmup_steps=0]
+    working: [optimizer.lr=1e-2, scheduler.warmup_steps=2]
+  baseline: tiny
+  metric: val/loss
+  direction: lower
+  seeds: [1, 2, 3]
+  alpha: 0.05
+  budget: seconds
+  data: Tiny Shakespeare
+"""
+
+
+@pytest.mark.slow  # five console-script processes and 7 tiny runs: about a minute on a quiet 2-core machine
+def test_your_folder_experiments_curves_and_claims_through_the_console_scripts(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mine = tmp_path / "my_repo" / "configs"
+    (mine / "experiment" / "curves").mkdir(parents=True)
+    (mine / "experiment" / "my_paper.yaml").write_text(MY_PAPER)
+    (mine / "experiment" / "curves" / "my_paper.csv").write_text("step,val/loss\n3,4.2\n6,3.9\n")
+    (mine / "experiment" / "my_claim.yaml").write_text(MY_CLAIM)
+    scripts = Path(sys.executable).parent
+    env = {**os.environ, "LMEXP_OUTPUT_ROOT": str(tmp_path / "out"), "LMEXP_CACHE_DIR": str(tmp_path / "cache"),
+           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "COLUMNS": "200"}
+
+    def lmexp(*args, **extra):
+        return subprocess.run([str(scripts / "lmexp"), *args], capture_output=True, text=True, cwd=tmp_path,
+                              env={**env, **extra})
+
+    listed = lmexp("experiments", "--config-dir", str(mine))
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "my_paper*" in listed.stdout and "my_claim*" in listed.stdout and "claim_weight_tying" in listed.stdout
+    assert f"my_claim*: yours, {mine / 'experiment' / 'my_claim.yaml'}" in listed.stdout
+
+    paper = lmexp("reproduce", "my_paper", "--curve", "--config-dir", str(mine), SHAKESPEARE)
+    assert paper.returncode == 0, paper.stdout[-2000:] + paper.stderr[-2000:]
+    [run] = list((tmp_path / "out" / "runs").iterdir())
+    result = json.loads((run / "reproduction.json").read_text())
+    assert result["passed"] is True and result["reported"] == 4.0
+    assert [(c["metric"], c["points"], c["passed"]) for c in result["curves"][0]["metrics"]] == [("val/loss", 2, True)]
+
+    # The claim from LMEXP_CONFIG_PATH: a pilot of two seeds and its plan, then the whole claim in the
+    # pilot's sweep (its runs count); the arms set an optimizer group, lr and warmup each.
+    pilot = lmexp("reproduce", "my_claim", "--plan", "--pilot", "2", SHAKESPEARE, LMEXP_CONFIG_PATH=str(mine))
+    assert pilot.returncode == 0, pilot.stdout[-3000:] + pilot.stderr[-3000:]
+    [sweep] = list((tmp_path / "out" / "multiruns").iterdir())
+    plan = json.loads((sweep / "plan.json").read_text())
+    [arm] = plan["arms"]
+    assert arm["arm"] == "working" and arm["pilot_n"] == 2 and arm["seeds_needed"] >= 2 and "plan: " in pilot.stdout
+    assert not (sweep / "claim.json").exists()
+    claim = lmexp("reproduce", "my_claim", SHAKESPEARE, "--sweep-dir", str(sweep), LMEXP_CONFIG_PATH=str(mine))
+    assert claim.returncode == 0, claim.stdout[-3000:] + claim.stderr[-3000:]
+    result = json.loads((sweep / "claim.json").read_text())
+    assert result["verdict"] == "HOLDS" and result["runs"] == {"completed": 6, "total": 6}
+    assert result["arms"]["tiny"] == ["optimizer=adam", "optimizer.lr=1e-7", "scheduler.warmup_steps=0"]
+    [arm] = [e for e in result["comparison"] if not e["baseline"]]
+    assert arm["group"] == "arm=working" and arm["n"] == 3 and arm["test"] == "paired t"
+    configs = {read_summary(job)["overrides"][-2]: (job / ".hydra" / "config.yaml").read_text()
+               for job in sweep.iterdir() if (job / "summary.json").exists()}
+    assert "torch.optim.Adam\n" in configs["+arm=tiny"] and "torch.optim.AdamW" in configs["+arm=working"]
+    assert "arm tiny: optimizer=adam optimizer.lr=1e-7 scheduler.warmup_steps=0" in claim.stdout
+
+    # A name in two places is an error naming both files; lmexp-train says the same.
+    (tmp_path / "other" / "experiment").mkdir(parents=True)
+    shutil.copy(mine / "experiment" / "my_claim.yaml", tmp_path / "other" / "experiment" / "curve_tiny_char.yaml")
+    twice = lmexp("experiments", "--config-dir", str(mine), "--config-dir", str(tmp_path / "other"))
+    assert twice.returncode == 2 and "experiment=curve_tiny_char is defined twice: " in twice.stderr
+    assert str(tmp_path / "other" / "experiment" / "curve_tiny_char.yaml") in twice.stderr
+    train = subprocess.run([str(scripts / "lmexp-train"), f"hydra.searchpath=[file://{tmp_path / 'other'}]",
+                            "experiment=curve_tiny_char", SHAKESPEARE], capture_output=True, text=True,
+                           cwd=tmp_path, env=env)
+    assert train.returncode == 1 and train.stderr.strip().splitlines()[-1].startswith(
+        "error: experiment=curve_tiny_char is defined twice: "), train.stderr[-2000:]
+

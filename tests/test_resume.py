@@ -64,3 +64,14 @@ def test_a_checkpoint_of_another_configuration_is_refused_unless_allowed(make_cf
     record = read_summary(tmp_path / "allowed")
     assert record["status"] == "completed"
     assert record["changed_keys"] == ["allow_config_change", "optimizer.lr", "scheduler.warmup_steps", "trainer.max_steps"]
+
+
+def test_a_run_resumed_after_its_last_step_records_its_train_loss(make_cfg, tmp_path, base):
+    """Killed after training finished, before its final evaluation: resumed from its last.ckpt, it
+    trains no step, and its record still has the train/loss of the uninterrupted run."""
+    train(make_cfg([*base, "trainer.deterministic=true"], run="whole"))
+    train(make_cfg([*base, "trainer.deterministic=true", f"ckpt_path={tmp_path / 'whole'}"], run="again"))
+    whole, again = read_summary(tmp_path / "whole"), read_summary(tmp_path / "again")
+    assert again["resumed_from"] and again["global_step"] == whole["global_step"] == 4
+    assert again["metrics"]["train/loss"] == whole["metrics"]["train/loss"]
+    assert again["metrics"] == whole["metrics"]

@@ -16,6 +16,7 @@ takes seconds).
 """
 
 import torch
+from torch import nn
 
 from lmexp.errors import ConfigError
 
@@ -44,6 +45,48 @@ def check_model(model: object, target: str, needs_encode: bool = False) -> None:
         raise ConfigError(f"model: {target} lacks {', '.join(missing)} (see lmexp.models: the model contract)")
     if model.attention not in ATTENTION_TYPES:
         raise ConfigError(f"model: {target}.attention={model.attention!r}; expected one of {', '.join(ATTENTION_TYPES)}")
+
+
+def check_outputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, target: str,
+                  labelled: bool) -> torch.Tensor:
+    """Run the model once on real rows (the caller turns gradients and dropout off) and check what it
+    returns against the contract above: logits [B, T, vocab_size], or under a classification head
+    the backbone's `encode` -> [B, T, hidden_size]; floating, finite. Returns what the objective gets."""
+    if labelled:
+        backbone = getattr(model, "backbone", model)
+        hidden = _run(backbone, "encode", target, input_ids, attention_mask)
+        _expect(hidden, [*input_ids.shape, backbone.hidden_size], f"{target}.encode", "hidden states [B, T, hidden_size]")
+        return _run(model, "forward", target, input_ids, attention_mask)
+    logits = _run(model, "forward", target, input_ids, attention_mask)
+    _expect(logits, [*input_ids.shape, model.vocab_size], f"{target}.forward", "logits [B, T, vocab_size]")
+    return logits
+
+
+def _run(model: nn.Module, method: str, target: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    if method == "forward" and type(model).forward is nn.Module.forward:
+        raise ConfigError(f"model: {target} has no forward method (nn.Module's raises NotImplementedError); expected "
+                          f"forward(input_ids [B, T], attention_mask [B, T] | None) -> logits [B, T, vocab_size] "
+                          f"(see lmexp.models: the model contract)")
+    try:
+        return getattr(model, method)(input_ids, attention_mask)
+    except Exception as err:  # the traceback goes to the run's log (raise ... from)
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise ConfigError(f"model: {target}.{method} failed on {input_ids.shape[0]} rows of real data "
+                          f"(input_ids {list(input_ids.shape)}): {type(err).__name__}: {message}") from err
+
+
+def _expect(value, shape: list[int], what: str, expected: str) -> None:
+    contract = "(see lmexp.models: the model contract)"
+    if not isinstance(value, torch.Tensor):
+        raise ConfigError(f"model: {what} returned a {type(value).__name__}; expected a tensor, {expected} = {shape} "
+                          f"{contract}")
+    if list(value.shape) != shape or not value.is_floating_point():
+        dtype = str(value.dtype).removeprefix("torch.")
+        raise ConfigError(f"model: {what} returned a {dtype} tensor {list(value.shape)}; expected {expected} = {shape}, "
+                          f"floating {contract}")
+    if not torch.isfinite(value).all():
+        raise ConfigError(f"model: {what} returned NaN or inf on {shape[0]} rows of real data (before any training) "
+                          f"{contract}")
 
 
 def num_parameters(model: torch.nn.Module) -> int:

@@ -87,6 +87,25 @@ def check_objective(objective: object, target: str) -> None:
         raise ConfigError(f"objective: {target}.attention={objective.attention!r}; expected one of {', '.join(ATTENTIONS)}")
 
 
+def check_loss(objective: Objective, target: str, output: torch.Tensor, batch: dict) -> None:
+    """The objective's loss once on the model's output for real rows (no gradient): a finite scalar."""
+    try:
+        loss = objective.loss(output, batch)
+    except Exception as err:  # the traceback goes to the run's log (raise ... from)
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise ConfigError(f"objective: {target}.loss failed on the model's output {list(output.shape)}: "
+                          f"{type(err).__name__}: {message}") from err
+    contract = "expected a scalar tensor (shape []), floating (see lmexp.objectives.base.Objective)"
+    if not isinstance(loss, torch.Tensor):
+        raise ConfigError(f"objective: {target}.loss returned a {type(loss).__name__}; {contract}")
+    if loss.dim() != 0 or not loss.is_floating_point():
+        dtype = str(loss.dtype).removeprefix("torch.")
+        raise ConfigError(f"objective: {target}.loss returned a {dtype} tensor {list(loss.shape)}; {contract}")
+    if not torch.isfinite(loss):
+        raise ConfigError(f"objective: {target}.loss returned {loss.item()} on the untrained model's output; "
+                          f"expected a finite loss")
+
+
 class TokenObjective(Objective):
     """Base of causal and masked LM: logits [B, T, V] against labels [B, T] (IGNORE = skip)."""
 

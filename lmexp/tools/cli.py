@@ -13,7 +13,7 @@ COMMANDS = {
     "train": ("lmexp.train", "train a model (same as lmexp-train)"),
     "eval": ("lmexp.evaluate", "evaluate a checkpoint (same as lmexp-eval)"),
     "compare": ("lmexp.tools.compare", "runs and sweeps side by side; --baseline: CIs and p-values"),
-    "experiments": ("lmexp.tools.reproduce", "list the paper reproductions and claims in experiments/"),
+    "experiments": ("lmexp.tools.reproduce", "list the paper reproductions and claims (lmexp's and --config-dir yours)"),
     "reproduce": ("lmexp.tools.reproduce", "check an experiment (--curve) or a claim; re-run a past run"),
     "generate": ("lmexp.tools.generate", "sample text from a causal LM run"),
     "fill-mask": ("lmexp.tools.generate", "top-k predictions for masked tokens of an MLM run"),

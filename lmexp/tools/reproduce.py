@@ -1,16 +1,19 @@
 """`lmexp experiments` and `lmexp reproduce`.
 
 - `lmexp experiments`: the reproductions in experiments/ with their paper, metric and number, and
-  the claims with their arms.
+  the claims with their arms; with `--config-dir DIR` (or LMEXP_CONFIG_PATH) also yours, marked *.
 - `lmexp reproduce <experiment> [overrides]`: run it, then PASS/FAIL against the paper's number;
   with `--curve`, also its loss curves against the reference curves stored with it (lmexp.tools.curves).
 - `lmexp reproduce <claim> [overrides]`: run the claim's arms x seeds as one sweep, then HOLDS /
   NOT SIGNIFICANT / CONTRADICTED from the same statistics as `lmexp compare --baseline`
-  (lmexp.tools.stats); claim.json in the sweep directory; exit 0 only when the claim holds.
+  (lmexp.tools.stats); claim.json and claim.png in the sweep directory; exit 0 only when the claim
+  holds. `--plan`: a pilot of a few seeds, then how many seeds the claim needs (lmexp.tools.claims).
 - `lmexp reproduce <run dir>`: re-run a past run from its saved config into a new run directory
   and compare every metric; name the likely cause when they differ.
 
 Runs go through `python -m lmexp.train` so each reproduction is an ordinary run (or sweep) directory.
+Your own experiments and claims (`--config-dir DIR`: DIR/experiment/<name>.yaml) are listed, run and
+judged exactly like lmexp's (lmexp.config_folders).
 """
 
 from __future__ import annotations
@@ -25,23 +28,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmexp.config import config_dir, register_resolvers, validate
+from lmexp.config import validate
+from lmexp.config_folders import (ENV, compose, find_option, find_options, searchpath_override,
+                                   user_config_dirs)
 from lmexp.errors import ConfigError
 from lmexp.runs.record import SUMMARY, RunRecord, package_versions, version_changes
 
 
-def experiment_names() -> list[str]:
-    return sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
+def experiment_names(user_dirs: list[Path] = ()) -> list[str]:
+    return sorted(find_options("experiment", list(user_dirs)))
 
 
-def compose_experiment(name: str, overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    if name not in experiment_names():
-        raise ConfigError(f"unknown experiment '{name}'; experiments: {', '.join(experiment_names())}")
-    register_resolvers()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={name}", *overrides])
+def compose_experiment(name: str, overrides: list[str], user_dirs: list[Path] = ()) -> DictConfig:
+    find_option("experiment", name, list(user_dirs))  # known, and in one folder only
+    return compose([f"experiment={name}", *overrides], list(user_dirs))
 
 
 def new_run_dir(output_root: str, kind: str = "runs") -> Path:
@@ -53,15 +53,19 @@ def run_training(args: list[str], run_dir: Path) -> int:
     return subprocess.call([sys.executable, "-m", "lmexp.train", *args, f"hydra.run.dir={run_dir}"])
 
 
-def list_experiments() -> int:
+def list_experiments(user_dirs: list[Path]) -> int:
+    from lmexp.tools.claims import claim_arms
     from lmexp.tools.tables import print_table as print_fitted
 
     papers, claims = [], []
-    for name in experiment_names():
-        cfg = compose_experiment(name, [])
+    options = find_options("experiment", user_dirs)
+    for name, found in options.items():
+        cfg = compose_experiment(name, [], user_dirs)
+        name = f"{name}*" if found.user else name
         if cfg.get("claim") is not None:
             claim = cfg.claim
-            others = " and ".join(a for a in claim.arms if a != claim.baseline)
+            arms = claim_arms(name, claim)
+            others = " and ".join(label for label in arms.overrides if label != arms.baseline)
             claims.append([name, f"{claim.metric} {claim.direction} with {others} than with {claim.baseline}",
                            str(len(claim.seeds)), f"{claim.title} ({claim.authors}, {claim.year})"])
         elif cfg.get("paper") is not None:
@@ -75,6 +79,9 @@ def list_experiments() -> int:
                  free={"paper", "hardware"}, title="experiments (lmexp reproduce <name> ...)")
     print_fitted(["claim", "expected", "seeds", "source"], claims, whole={"claim", "seeds"}, free={"source"},
                  title="claims (lmexp reproduce <claim> ...)")
+    for found in options.values():
+        if found.user:
+            print(f"{found.name}*: yours, {found.path}")
     return 0
 
 
@@ -90,8 +97,10 @@ def verdict(paper: DictConfig, obtained: float) -> tuple[float | None, float | N
     return target, tolerance, obtained >= target - tolerance
 
 
-def reproduce_experiment(name: str, overrides: list[str], curve: bool = False, record_curve: bool = False) -> int:
-    cfg = compose_experiment(name, overrides)
+def reproduce_experiment(name: str, overrides: list[str], user_dirs: list[Path], curve: bool = False,
+                         record_curve: bool = False) -> int:
+    cfg = compose_experiment(name, overrides, user_dirs)
+    folder = find_option("experiment", name, user_dirs).path.parent  # curve files are next to the YAML
     paper = cfg.get("paper")
     if paper is None and not (curve or record_curve):
         raise ConfigError(f"{name} has no paper block; check its reference curve with --curve")
@@ -111,7 +120,7 @@ def reproduce_experiment(name: str, overrides: list[str], curve: bool = False, r
         raise ConfigError(f"{err} — {name} needs: {(paper or cfg.curves[0]).data}") from None
 
     run_dir = new_run_dir(cfg.paths.output_root)
-    code = run_training([f"experiment={name}", *overrides], run_dir)
+    code = run_training([*searchpath_override(user_dirs), f"experiment={name}", *overrides], run_dir)
     if code != 0 or not (run_dir / SUMMARY).exists():
         raise ConfigError(f"{name}: the run failed (exit {code}); see {run_dir}")
     summary = RunRecord.read(run_dir)
@@ -120,9 +129,9 @@ def reproduce_experiment(name: str, overrides: list[str], curve: bool = False, r
     if paper is not None:
         passed = judge_paper(name, paper, summary, result, run_dir)
     if record_curve:
-        record_curves(cfg, run_dir)
+        record_curves(cfg, run_dir, folder)
     if curve:
-        result["curves"] = check_curves(cfg, run_dir)
+        result["curves"] = check_curves(cfg, run_dir, folder)
         passed = (passed is not False) and all(c["passed"] for ref in result["curves"] for c in ref["metrics"])
     (run_dir / "reproduction.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"run directory: {run_dir}")
@@ -148,18 +157,15 @@ def judge_paper(name: str, paper: DictConfig, summary: RunRecord, result: dict, 
     return passed
 
 
-def curve_path(file: str) -> Path:
-    return Path(config_dir()) / "experiment" / file
-
-
-def check_curves(cfg: DictConfig, run_dir: Path) -> list[dict]:
-    """Each reference curve of the experiment against the run's: a table, and the results."""
+def check_curves(cfg: DictConfig, run_dir: Path, folder: Path) -> list[dict]:
+    """Each reference curve of the experiment (its file relative to the experiment's folder) against
+    the run's: a table, and the results."""
     from lmexp.tools.curves import check_curve, read_curve, run_curve
 
     results, rows = [], []
     for ref in cfg.curves:
         metrics = list(ref.metrics)
-        checked = check_curve(run_curve(run_dir, metrics), read_curve(curve_path(ref.file)),
+        checked = check_curve(run_curve(run_dir, metrics), read_curve(folder / ref.file),
                               {m: float(ref.tolerance[m]) for m in metrics})
         results.append({"name": ref.name, "file": ref.file, "metrics": checked})
         for c in checked:
@@ -176,7 +182,7 @@ def check_curves(cfg: DictConfig, run_dir: Path) -> list[dict]:
     return results
 
 
-def record_curves(cfg: DictConfig, run_dir: Path) -> None:
+def record_curves(cfg: DictConfig, run_dir: Path, folder: Path) -> None:
     """Overwrite the curve files lmexp recorded itself (`recorded_by: lmexp`) with this run's curves."""
     from lmexp.tools.curves import run_curve, write_curve
 
@@ -185,7 +191,7 @@ def record_curves(cfg: DictConfig, run_dir: Path) -> None:
             summary = RunRecord.read(run_dir)
             comment = (f"recorded by lmexp from {run_dir.name}: git {(summary.git or {}).get('commit')}, "
                        f"torch {(summary.versions or {}).get('torch')}")
-            write_curve(run_curve(run_dir, list(ref.metrics)), curve_path(ref.file), comment)
+            write_curve(run_curve(run_dir, list(ref.metrics)), folder / ref.file, comment)
             print(f"recorded {ref.file}")
 
 
@@ -249,106 +255,14 @@ def print_table(columns: list[str], rows: list[list[str]]) -> None:
     Console().print(table)
 
 
-def claim_arms(name: str, claim: DictConfig) -> tuple[str, list[str]]:
-    """The key the arms set and its value in each arm (one sweep: `key=v1,v2 seed=...`)."""
-    arms = [str(arm) for arm in claim.arms]
-    keys = {arm.partition("=")[0] for arm in arms}
-    if len(arms) < 2 or len(keys) != 1 or not all("=" in arm for arm in arms) or "," in "".join(arms):
-        raise ConfigError(f"{name}: claim.arms must be two or more overrides of one key, each one value "
-                          f"(e.g. [model.positions=learned, model.positions=rotary]); got {arms}")
-    if claim.baseline not in arms:
-        raise ConfigError(f"{name}: claim.baseline={claim.baseline} is not one of claim.arms {arms}")
-    if claim.direction not in ("lower", "higher"):
-        raise ConfigError(f"{name}: claim.direction must be lower or higher, got {claim.direction}")
-    return keys.pop(), [arm.partition("=")[2] for arm in arms]
-
-
-def sweep_command(name: str, claim: DictConfig, overrides: list[str], sweep_dir: Path, resume: bool) -> list[str]:
-    key, values = claim_arms(name, claim)
-    overrides = [o for o in overrides if not o.lstrip("+~").startswith("claim.")]  # read here, not by the jobs
-    args = ["-m", f"experiment={name}", *overrides, f"{key}={','.join(values)}",
-            f"seed={','.join(str(seed) for seed in claim.seeds)}", f"hydra.sweep.dir={sweep_dir}"]
-    if claim.get("n_jobs", 1) > 1:  # tiny models: one thread per worker, the cores side by side
-        args += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={claim.n_jobs}"]
-    return args + (["resume=true"] if resume else [])
-
-
-def judge_sweep(name: str, claim: DictConfig, sweep_dir: Path) -> dict:
-    """The claim's verdict from the sweep's records, by lmexp compare's --baseline code."""
-    from lmexp.tools import compare
-    from lmexp.tools.stats import judge
-
-    key, _ = claim_arms(name, claim)
-    runs = [RunRecord.read(d) for d in compare.find_run_dirs([str(sweep_dir)])]
-    lower = compare.lower_is_better(claim.metric, runs)
-    rows = compare.make_rows(runs, [key], claim.metric, lower)
-    base = compare.find_baseline(rows, str(claim.baseline))
-    entries = compare.baseline_entries(rows, base, [claim.metric], {claim.metric: lower}, claim.alpha)
-    others = [entry for entry in entries if not entry["baseline"]]
-    return {"claim": name, "statement": claim.statement, "title": claim.title, "authors": claim.authors,
-            "year": claim.year, "url": claim.get("url"), "metric": claim.metric, "direction": claim.direction,
-            "baseline": str(claim.baseline), "alpha": claim.alpha, "seeds": list(claim.seeds),
-            "verdict": judge(others, expect_lower=claim.direction == "lower", alpha=claim.alpha),
-            "runs": {"completed": sum(run.status == "completed" for run in runs), "total": len(runs)},
-            "sweep_dir": str(sweep_dir), "comparison": entries, "_runs": runs}
-
-
-def reproduce_claim(name: str, cfg: DictConfig, overrides: list[str], sweep_dir: str | None) -> int:
-    claim = cfg.claim
-    try:
-        validate(cfg)
-    except ConfigError as err:
-        raise ConfigError(f"{err} — {name} needs: {claim.data}") from None
-    resume = sweep_dir is not None
-    sweep = Path(sweep_dir) if resume else new_run_dir(cfg.paths.output_root, "multiruns")
-    args = sweep_command(name, claim, overrides, sweep, resume)
-    start = time.perf_counter()
-    code = subprocess.call([sys.executable, "-m", "lmexp.train", *args])
-    wall = round(time.perf_counter() - start, 1)
-    if not sweep.is_dir() or not list(sweep.rglob(SUMMARY)):
-        raise ConfigError(f"{name}: the sweep wrote no run records (exit {code}); see {sweep}")
-    result = judge_sweep(name, claim, sweep)
-    runs = result.pop("_runs")
-    result.update(wall_time_s=wall, sweep_exit_code=code, command=["lmexp-train", *args])
-    (sweep / "claim.json").write_text(json.dumps(result, indent=2) + "\n")
-    print_claim(result)
-    if OmegaConf.select(cfg, "logger.wandb") is not None:
-        from lmexp.tools.compare import log_comparison
-
-        path = log_comparison(runs, result["comparison"], claim.metric, title=f"{name}: {result['verdict']}",
-                              config={k: v for k, v in result.items() if k != "comparison"},
-                              summary={"verdict": result["verdict"]})
-        print(f"comparison logged to W&B: {path}")
-    return 0 if result["verdict"] == "HOLDS" else 1
-
-
-def print_claim(result: dict) -> None:
-    from lmexp.tools.compare import _g, _interval, _mean_std
-    from lmexp.tools.tables import print_table as print_fitted
-
-    key = result["baseline"].partition("=")[0]
-    entries = result["comparison"]
-    rows = [[e["config"].get(key) or "-", _mean_std(e), str(e["n"]),
-             "baseline" if e["baseline"] else f"{_g(e['diff'], '+.3g')} {_interval(e)}", _g(e["p"], ".2g"),
-             _g(e["effect_size"], ".2f")] for e in entries]
-    tests = {e["test"] for e in entries if not e["baseline"]}
-    print_fitted([key, result["metric"], "n", "Δ [95% CI]", "p", "d"], rows, whole={key, "n", "p", "d"},
-                 right={result["metric"], "n", "Δ [95% CI]", "p", "d"},
-                 title=f"{result['claim']}: {result['statement']} ({', '.join(sorted(tests))})")
-    runs = result["runs"]
-    print(f"{result['verdict']}: {result['statement']} ({result['title']}, {result['year']}) — "
-          f"{result['metric']} {result['direction']} than with {result['baseline']}, alpha {result['alpha']}; "
-          f"{runs['completed']}/{runs['total']} runs completed in {result['wall_time_s']} s")
-    print(f"sweep directory: {result['sweep_dir']} (claim.json)")
-
-
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
-    try:
-        if command == "experiments":
-            return list_experiments()
-        parser = argparse.ArgumentParser(prog="lmexp reproduce", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=f"lmexp {command}", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                        help=f"a config folder of yours (experiment/<name>.yaml, model/..., as conf/); repeatable; "
+                        f"also ${ENV} (folders separated by ':')")
+    if command == "reproduce":
         parser.add_argument("target", help="an experiment or claim name (lmexp experiments) or a run directory")
         parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.path=...")
         parser.add_argument("--curve", action="store_true", help="also compare the loss curves with the "
@@ -356,13 +270,23 @@ def main(argv: list[str]) -> int:
         parser.add_argument("--record-curve", action="store_true", help="write this run's curves into the "
                             "experiment's curve files recorded by lmexp (recorded_by: lmexp)")
         parser.add_argument("--sweep-dir", help="a claim: run (or finish: resume=true) its sweep in this directory")
-        args = parser.parse_intermixed_args(rest)
+        parser.add_argument("--plan", action="store_true", help="a claim: run a pilot of a few seeds (--pilot) "
+                            "and estimate how many seeds the claim needs (power 0.8); finish it with --sweep-dir")
+        parser.add_argument("--pilot", type=int, default=3, metavar="N", help="seeds of the --plan pilot (default 3)")
+    args = parser.parse_intermixed_args(rest)
+    try:
+        user_dirs = user_config_dirs(args.config_dir)
+        if command == "experiments":
+            return list_experiments(user_dirs)
         if Path(args.target).is_dir():
             return reproduce_run(Path(args.target), args.overrides)
-        cfg = compose_experiment(args.target, args.overrides)
+        cfg = compose_experiment(args.target, args.overrides, user_dirs)
         if cfg.get("claim") is not None:
-            return reproduce_claim(args.target, cfg, args.overrides, args.sweep_dir)
-        return reproduce_experiment(args.target, args.overrides, args.curve, args.record_curve)
+            from lmexp.tools.claims import reproduce_claim
+
+            return reproduce_claim(args.target, cfg, args.overrides, user_dirs, args.sweep_dir,
+                                   pilot=args.pilot if args.plan else None)
+        return reproduce_experiment(args.target, args.overrides, user_dirs, args.curve, args.record_curve)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

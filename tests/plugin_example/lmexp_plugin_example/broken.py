@@ -3,7 +3,11 @@ does for its own models and objectives (tests/test_plugins.py)."""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
+from torch import nn
+
 from lmexp_plugin_example.model import TinyGRU
+from lmexp_plugin_example.objective import SmoothedLM
 
 
 class NoContextGRU(TinyGRU):
@@ -53,3 +57,26 @@ class NoLossObjective:
 
     def wrap_model(self, model, freeze_backbone=False):
         return model
+
+
+class NoForwardGRU(TinyGRU):
+    """Has `encode` but forgets `forward`: nn.Module's own raises NotImplementedError. lmexp runs the
+    model once on real rows before training and says so in one line."""
+
+    forward = nn.Module.forward
+
+
+class HiddenStatesGRU(TinyGRU):
+    """Returns the GRU's hidden states [B, T, hidden_size] where logits [B, T, vocab_size] are due
+    (the head forgotten): caught by the same forward on real rows."""
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.encode(input_ids, attention_mask)
+
+
+class PerTokenLoss(SmoothedLM):
+    """Returns the loss of every position ([B*T], reduction="none") instead of their mean: not a
+    scalar, so Lightning could not backpropagate it."""
+
+    def loss(self, logits, batch):
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), reduction="none")
