@@ -331,6 +331,14 @@ def _forwarded_to(target, node: dict):
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter
+    if f"{target.__module__}.{target.__qualname__}" == "hydra_plugins.lmexp_sweeper.optuna_sweeper.OptunaSweeper":
+        from hydra_plugins.lmexp_sweeper._search import OptunaSearch  # the light plugin hands its keys on
+
+        def check(extra: dict) -> None:
+            named = set(inspect.signature(OptunaSearch).parameters) - {"unknown"}
+            if set(extra) - named:
+                raise ValueError(f"OptunaSearch takes no argument {', '.join(sorted(set(extra) - named))}")
+        return check
     # Hydra's schema of a launcher's keys. By name: Hydra's plugin scan may import a plugin module
     # twice, so a subclass's base need not be the class object imported here.
     bases = {f"{k.__module__}.{k.__qualname__}" for k in getattr(target, "__mro__", ())}
