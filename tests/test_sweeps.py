@@ -254,6 +254,28 @@ def test_the_pruner_stops_a_trial(make_cfg, small_corpus, cache_dir, tmp_path):
     assert run.exit_code == 0 and "pruned" in run.tags and run.summary["pruned/step"] == 4
 
 
+def test_a_search_without_a_pruner_never_stops_a_trial(tmp_path):
+    """pruner: null means every trial runs to the end: not Optuna's default for None, a MedianPruner
+    (which pruned 6 of 16 trials of the benchmark's unpruned search before this was fixed)."""
+    import optuna
+
+    from lmexp.runs.study import job_trial, open_storage
+
+    storage = journal_url(tmp_path / "study.journal")
+    study = optuna.create_study(storage=open_storage(storage), study_name="s")
+    for _ in range(6):  # six good trials, done (past MedianPruner's default 5 start-up trials)
+        good = study.ask()
+        for step in range(1, 6):
+            good.report(1.0, step)
+        study.tell(good, 1.0)
+    study.ask()
+    bad = job_trial(storage, "s", 6, None)
+    for step in range(1, 6):
+        bad.report(9.0, step)
+        assert not bad.should_prune()
+    assert job_trial(storage, "s", 6, optuna.pruners.MedianPruner()).should_prune()
+
+
 def test_pruned_failed_and_completed_trials_agree_in_study_and_records(tmp_path, small_corpus, cache_dir, capsys):
     """A grid of four trials: lr=-1 fails (twice), max_steps=2 completes before the pruner's warm-up,
     max_steps=6 is pruned at step 4. The study holds what the records say, and the line counts them."""

@@ -76,8 +76,8 @@ def job_trial(storage: str, study_name: str, number: int,
               pruner: optuna.pruners.BasePruner | None) -> optuna.trial.Trial:
     """Trial `number` of the study, as the job running it sees it: it reports intermediate values
     through the storage and asks `pruner` (the sweeper's, which the storage does not keep) whether
-    to stop."""
+    to stop; None: never (Optuna's own default for None would be a MedianPruner)."""
     backend = open_storage(storage)
-    study = optuna.load_study(study_name=study_name, storage=backend, pruner=pruner)
+    study = optuna.load_study(study_name=study_name, storage=backend, pruner=pruner or optuna.pruners.NopPruner())
     trial_id = backend.get_trial_id_from_study_id_trial_number(backend.get_study_id_from_name(study_name), number)
     return optuna.trial.Trial(study, trial_id)
