@@ -237,7 +237,7 @@ class HubDataset:
     def load(self) -> Corpus:
         data_files = self.data_files
         if isinstance(data_files, Mapping):
-            data_files = {k: (v if isinstance(v, str) else list(v)) for k, v in data_files.items() if v is not None}
+            data_files = {k: (v if isinstance(v, str) else list(v)) for k, v in data_files.items() if v is not None} or None
         elif data_files is not None and not isinstance(data_files, str):
             data_files = list(data_files)
         loaded = load_hub(self.path, self.name, data_files=data_files, cache_dir=self.cache_dir)
