@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ProgressBar
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -170,9 +171,12 @@ def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) 
     from lmexp.checkpointing import AtomicCheckpointIO, KeepLastCheckpoint
 
     cadence = OmegaConf.to_container(cfg.checkpoint, resolve=True) if cfg.get("checkpoint") else {}
+    extra = {}
+    if cfg.trainer.get("enable_progress_bar") is None and not any(isinstance(c, ProgressBar) for c in callbacks):
+        extra["enable_progress_bar"] = False  # callbacks without a bar (minimal, none): Lightning would add its own
     return instantiate_or_explain(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, KeepLastCheckpoint(**cadence)],
-        plugins=[AtomicCheckpointIO(trust=cfg.get("trust_checkpoint", False))],
+        plugins=[AtomicCheckpointIO(trust=cfg.get("trust_checkpoint", False))], **extra,
     )
 
 

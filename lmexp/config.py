@@ -63,6 +63,7 @@ def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Cal
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
     @functools.wraps(job)  # Hydra names the job (and its log file, train.log) after job's module
     def hydra_main(cfg: DictConfig) -> Any:
+        quiet_third_party()  # also in the launchers' worker processes, which run only this
         try:
             return job(cfg)
         except ExpectedFailure as err:

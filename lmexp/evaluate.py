@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if not parts.datamodule.has_split(split):
             present = [s for s in ("train", "validation", "test") if parts.datamodule.has_split(s)]
             raise ConfigError(f"splits: the data has no '{split}' split (has {present})")
-    limit = cfg.get("limit_batches") or 1.0
+    limit = cfg.get("limit_batches")  # None: Lightning's whole split, without its note that it is 100%
     trainer = pl.Trainer(
         accelerator=train_cfg.trainer.get("accelerator", "auto"), devices=1, logger=False,
         enable_checkpointing=False, limit_val_batches=limit, limit_test_batches=limit,

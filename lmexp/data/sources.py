@@ -17,6 +17,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from datasets.table import InMemoryTable
 
+from lmexp.console import no_datasets_bars
 from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError
 
@@ -207,7 +208,8 @@ def load_hub(path: str, name: str | None = None, key: str = "data.path", **optio
     from datasets import load_dataset
 
     try:
-        return load_dataset(path, name, **options)
+        with no_datasets_bars():
+            return load_dataset(path, name, **options)
     except FileNotFoundError as err:
         raise ConfigError(f"{key}={path}: {str(err).splitlines()[0]}") from None
     except ConnectionError as err:
@@ -255,7 +257,8 @@ class HubDataset:
             ds = ds.select_columns([self.text_column])
             if self.text_column != "text":
                 ds = ds.rename_column(self.text_column, "text")
-            ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+            with no_datasets_bars():
+                ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
             hasher.update(f"{ours}:{ds._fingerprint}".encode())
             parts[ours] = ds
         if "train" not in parts:
