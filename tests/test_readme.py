@@ -5,7 +5,11 @@ A command added to the README is picked up by itself (tests/readme_commands.py r
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig, open_dict
@@ -79,3 +83,110 @@ def test_readme_command_composes_and_validates(command, standins, monkeypatch):
     monkeypatch.chdir(standins.root if command.cwd is None else ROOT / command.cwd)
     how = check_config(command, standins)
     assert how
+
+
+# Added to every train-like command of the slow run: a few steps, small evaluations.
+SHORT = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2"]
+
+
+def shortened(command, args: list[str], cfg: DictConfig | None) -> list[str]:
+    """The command's arguments with the slow run's shortening overrides (steps, evaluation batches,
+    trials; the default corpus cut to a few files)."""
+    from omegaconf import OmegaConf
+
+    if command.subcommand == "train" or (command.subcommand == "reproduce" and "=" in " ".join(args)):
+        extra = list(SHORT)
+        if any(a.startswith("ckpt_path=") for a in args):
+            extra[0] = "trainer.max_steps=12"  # past the run it continues
+        if cfg is not None and str(OmegaConf.select(cfg, "data.source._target_")).endswith("PythonStdlib"):
+            extra.append("data.source.max_files=40")
+        if cfg is not None and OmegaConf.select(cfg, "hydra.sweeper.n_trials") is not None:
+            extra.append("hydra.sweeper.n_trials=2")
+        return [*args, *extra]
+    if command.subcommand == "eval":
+        return [*args, "limit_batches=2"]
+    if command.subcommand == "generate":
+        return [a if a != "200" else "20" for a in args]
+    return args
+
+
+def run_problems(command, proc, standins: Standins) -> list[str]:
+    """What the README says the command prints and leaves, checked against what it did."""
+    out = proc.stdout + proc.stderr
+    wanted = expected_error(command)
+    if wanted is not None:
+        last = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        if proc.returncode != 1 or not last or not wanted.fullmatch(last[-1][len("error: "):]):
+            return [f"expected `error: {wanted.pattern}`, got exit {proc.returncode}: {out[-800:]}"]
+        return []
+    if command.subcommand == "reproduce" and proc.returncode == 1 and re.search(r"FAIL|NOT SIGNIFICANT|CONTRADICTED", out):
+        return []  # a shortened reproduction cannot reach the paper's number; it ran and said so
+    if proc.returncode != 0:
+        return [f"exit {proc.returncode}: {out[-1500:]}"]
+    problems = []
+    if command.subcommand in ("train", "eval") and "-m" not in command.args:
+        found = re.findall(r"run directory: (\S+)", proc.stdout)
+        if "final metrics" not in proc.stdout or not found:
+            return [f"no final metrics table or run directory line: {out[-800:]}"]
+        run = Path(found[-1])
+        if command.subcommand == "train":
+            missing = [p for p in ("summary.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "tokenizer")
+                       if not (run / p).exists()]
+            problems += [f"{run}: no {p} (README: What a run prints and leaves)" for p in missing]
+            problems += [f"{run}: {p.name} (a second copy of a checkpoint)" for p in (run / "checkpoints").glob("*-v*.ckpt")]
+            standins.runs["any"] = run
+            target = (run / ".hydra" / "config.yaml").read_text()
+            for kind, name in (("masked", "MaskedLM"), ("causal", "CausalLM")):
+                if f"objective.causal.{name}" in target or f"objective.masked.{name}" in target:
+                    standins.runs[kind] = run
+        elif re.search(r"\d+ steps in", proc.stdout):
+            problems.append("lmexp-eval reports training steps it did not run")
+    if "-m" in command.args:
+        if not re.search(r"\d+ jobs?: \d+ completed", out):
+            problems.append(f"no end-of-sweep line: {out[-800:]}")
+        sweeps = sorted((Path(os.environ.get("LMEXP_OUTPUT_ROOT", "outputs")) / "multiruns").glob("*"),
+                        key=lambda p: p.stat().st_mtime)
+        if sweeps:
+            standins.runs["sweep"] = sweeps[-1]
+    if "Traceback" in out:
+        problems.append(f"a traceback: {out[-1500:]}")
+    return problems
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(tmp_path, capsys):
+    """Runs every README command as a subprocess, shortened (SHORT), from a folder holding the
+    files the examples name; commands that need what this machine lacks are listed with the reason.
+    Prints the counts: composed / run / needs network, GPU or a service."""
+    standins = Standins(tmp_path / "work", git_shared_data())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
+           "LMEXP_OUTPUT_ROOT": str(standins.root / "outputs"), "LMEXP_CACHE_DIR": str(tmp_path / "cache")}
+    os.environ["LMEXP_OUTPUT_ROOT"] = env["LMEXP_OUTPUT_ROOT"]
+    ran, needed, failed = [], [], {}
+    for command in ALL:
+        cwd = standins.root if command.cwd is None else ROOT / command.cwd
+        args = standins.apply(command)
+        cfg = None
+        if command.subcommand in ("train", "eval") or (command.subcommand == "reproduce" and "<" not in command.text):
+            try:
+                cfg = compose_command(command, args, standins.root)
+            except Exception:  # the README shows this error: running it checks the line
+                cfg = None
+        reason = needs(cfg, command)
+        if reason:
+            needed.append(f"{command.text}  [needs {reason}]")
+            continue
+        program = {"lmexp-train": "lmexp.train", "lmexp-eval": "lmexp.evaluate", "lmexp": "lmexp.tools.cli"}[command.program]
+        run_env = {**env, **{k: v.replace("$PWD", str(cwd)) for k, v in command.env.items()}}
+        proc = subprocess.run([sys.executable, "-m", program, *shortened(command, args, cfg)], cwd=cwd, env=run_env,
+                              capture_output=True, text=True, timeout=1200)
+        problems = run_problems(command, proc, standins)
+        (failed.__setitem__(command.text, problems) if problems else ran.append(command.text))
+    with capsys.disabled():
+        print(f"\nREADME commands: {len(ALL)}; run: {len(ran)}; not run here: {len(needed)}; failed: {len(failed)}")
+        for line in needed:
+            print("  not run:", line)
+        for text, problems in failed.items():
+            print("  FAILED:", text, "\n    ", "\n     ".join(problems))
+    assert not failed, list(failed)
