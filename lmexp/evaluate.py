@@ -36,6 +36,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         train_cfg.paths = cfg.paths
         if cfg.get("data") is not None:
             train_cfg.data = cfg.data
+            if "train" not in cfg.splits and "train_files" in train_cfg.data:
+                train_cfg.data.train_files = None  # scoring needs no training text (wikitext2: no wiki.train.tokens)
     # A classifier keeps the label ids it was trained with, whatever data it is evaluated on.
     parts = build.build_parts(train_cfg, restore_tokenizer(state["tokenizer_files"], run_dir / "tokenizer"),
                               labels=state.get("labels"))

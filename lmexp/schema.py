@@ -172,8 +172,9 @@ TARGETS: dict[str, Schema] = {
         "splits": anything(), "split": anything(), "cache_dir": text(null=True),
     }),
     "lmexp.data.sources.TextFiles": Schema({
-        "train_files": FILES, "val_files": either(FILES, null=True), "test_files": either(FILES, null=True),
-        "document": choice("file", "line"), "split": anything(),
+        # train_files null: evaluation only (lmexp-eval); training says it needs them (lmexp.train)
+        "train_files": either(FILES, null=True), "val_files": either(FILES, null=True),
+        "test_files": either(FILES, null=True), "document": choice("file", "line"), "split": anything(),
     }),
     "lmexp.data.sources.WikiText": Schema({
         "path": text(null=True), "hub_config": text(), "train_files": text(null=True), "val_files": text(null=True),

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lmexp.config import hydra_entry_point, hydra_runtime, resolved, sweep_group, validate
-from lmexp.errors import ExpectedFailure
+from lmexp.errors import ConfigError, ExpectedFailure
 from lmexp.runs.record import RunRecord, config_hash, git_info, package_versions, print_results
 from lmexp.runs.sweep import job_overrides, run_job
 from lmexp.wandb_logging import finish_wandb, import_before_torch
@@ -46,6 +46,8 @@ def train(cfg: DictConfig) -> float:
         pretrained = init_from.adopt(cfg) if cfg.model.get("init_from") else None
         record.resumed_from, checkpoint, record.changed_keys = resume.checkpoint_to_resume(cfg, resolved(cfg))
         parts = build.build_parts(cfg, pretrained=pretrained)
+        if not parts.datamodule.has_split("train"):
+            raise ConfigError("data.train_files=null: training needs training data (set data.train_files)")
         describe_parts(record, parts, is_main)
 
         group = sweep_group(hydra_runtime())

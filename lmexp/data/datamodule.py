@@ -187,7 +187,7 @@ class LMDataModule(TokenizedDataModule):
         return ", ".join(f"{name} {len(b)} blocks" for name, b in self.blocks.items())
 
     def build_arrays(self, corpus: Corpus, tokenizer_cfg: dict, key: str) -> None:
-        train_texts = (text for text in corpus.splits["train"]["text"])
+        train_texts = (text for text in corpus.splits["train"]["text"]) if "train" in corpus.splits else iter(())
         self.tokenizer = instantiate(tokenizer_cfg, texts=train_texts)
         self.blocks = tokenize_and_pack(corpus, self.tokenizer, self.block_size, self.num_proc, key)
 

@@ -167,7 +167,8 @@ class TextFiles:
             by=self.split.by,
             seed=self.split.seed,
         )
-        parts = split_documents(given.pop("train"), carve)
+        train = given.pop("train", None)  # none: scoring only (lmexp-eval), the other splits as given
+        parts = split_documents(train, carve) if train is not None else {}
         parts.update(given)
         fingerprint = hasher.hexdigest()[:16]
         # Fingerprinted by our content hash: datasets would otherwise hash the table by pickling it.
@@ -288,7 +289,7 @@ class WikiText:
         if not root.is_dir():
             raise ConfigError(f"data.path={self.path}: not a directory (expected wiki.*.tokens files in it)")
         return TextFiles(
-            train_files=str(root / (self.train_files or "wiki.train.tokens")),
+            train_files=str(root / self.train_files) if self.train_files else None,
             val_files=str(root / self.val_files) if self.val_files else None,
             test_files=str(root / self.test_files) if self.test_files else None,
             document="line",
