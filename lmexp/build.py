@@ -66,6 +66,10 @@ def build_parts(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
     datamodule = build_datamodule(cfg, objective, tokenizer_cfg, labels)
     try:
         datamodule.prepare()
+    except InstantiationException as err:  # the tokenizer, built inside preparation: its one-line error
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
     except (OSError, UnicodeDecodeError) as err:  # a file that vanished, is unreadable or is not text
         raise ConfigError(f"data: cannot read the data ({type(err).__name__}: {err})") from err
     objective.bind(datamodule.tokenizer, datamodule.labels, datamodule.label_counts)

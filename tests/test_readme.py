@@ -5,6 +5,7 @@ A command added to the README is picked up by itself (tests/readme_commands.py r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -131,8 +132,9 @@ def run_problems(command, proc, standins: Standins) -> list[str]:
             return [f"no final metrics table or run directory line: {out[-800:]}"]
         run = Path(found[-1])
         if command.subcommand == "train":
-            missing = [p for p in ("summary.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "tokenizer")
-                       if not (run / p).exists()]
+            validated = json.loads((run / "summary.json").read_text()).get("best") is not None
+            promised = ["summary.json", "checkpoints/last.ckpt", "tokenizer"] + (["checkpoints/best.ckpt"] if validated else [])
+            missing = [p for p in promised if not (run / p).exists()]
             problems += [f"{run}: no {p} (README: What a run prints and leaves)" for p in missing]
             problems += [f"{run}: {p.name} (a second copy of a checkpoint)" for p in (run / "checkpoints").glob("*-v*.ckpt")]
             standins.runs["any"] = run
