@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -40,6 +42,10 @@ class _DropLines(logging.Filter):
 def quiet_third_party() -> None:
     """Install the filters in this process (idempotent: the entry points and every worker process
     that runs their jobs call it)."""
+    if not sys.stderr.isatty():
+        # Optuna's log formatter (colorlog) colours its lines even in a pipe or a log file; NO_COLOR
+        # is the convention colorlog (and rich) follow.
+        os.environ.setdefault("NO_COLOR", "1")
     for message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):

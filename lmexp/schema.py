@@ -243,6 +243,8 @@ TARGETS: dict[str, Schema] = {
     }),
     "pytorch_lightning.callbacks.RichProgressBar": Schema({"refresh_rate": integer(lo=0), "leave": boolean(),
                                                            "console_kwargs": anything()}),
+    "lmexp.callbacks.StepProgressBar": Schema({"refresh_rate": integer(lo=0), "leave": boolean(),
+                                               "console_kwargs": anything()}),
     "pytorch_lightning.callbacks.TQDMProgressBar": Schema({"refresh_rate": integer(lo=0), "process_position": integer(lo=0),
                                                            "leave": boolean()}),
     "lmexp.callbacks.TokenThroughput": Schema({"peak_flops": number(gt=0, null=True)}),
