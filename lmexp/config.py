@@ -17,10 +17,15 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lmexp.console import quiet_third_party
 from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError, ExpectedFailure
 from lmexp.schema import (BYTE_ALPHABET, CHECKPOINT, DATA, IMPL, NODE_GROUPS, PATHS, SPECIAL_TOKENS, SPLIT, TARGETS,
                           TRAIN, Schema, check_config, is_int, unknown_key)
+
+# A launcher's worker process (joblib) imports this module when it receives the job function, and
+# composes each job's config before running it: the filters must be in place from the import on.
+quiet_third_party()
 
 CLASSIFICATION = "lmexp.objectives.classification.SequenceClassification"
 WIKITEXT = "lmexp.data.sources.WikiText"
@@ -58,12 +63,9 @@ def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Cal
     traceback is in the run's log file)."""
     import hydra
 
-    from lmexp.console import quiet_third_party
-
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
     @functools.wraps(job)  # Hydra names the job (and its log file, train.log) after job's module
     def hydra_main(cfg: DictConfig) -> Any:
-        quiet_third_party()  # also in the launchers' worker processes, which run only this
         try:
             return job(cfg)
         except ExpectedFailure as err:
@@ -72,7 +74,6 @@ def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Cal
 
     def main() -> None:
         register_resolvers()
-        quiet_third_party()
         with one_line_mistakes():
             if {"--help", "-h"} & set(sys.argv[1:]):
                 print_help(hydra_main)
