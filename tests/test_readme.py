@@ -22,6 +22,7 @@ from lmexp.tools.cli import COMMANDS
 from readme_commands import ROOT, Standins, compose_command, git_shared_data, needs, readme_commands
 
 ALL = readme_commands()
+README_TEXT = (ROOT / "README.md").read_text()
 # `lmexp` commands whose arguments are not a config (a run, a sweep, a prompt): checked by running them.
 NOT_CONFIGS = {"compare", "experiments", "generate", "fill-mask", "export"}
 
@@ -71,6 +72,18 @@ def check_config(command, standins: Standins) -> str:
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory) -> Standins:
     return Standins(tmp_path_factory.mktemp("readme"), git_shared_data())
+
+
+def test_one_version_in_the_package_its_records_and_the_readme():
+    import tomllib
+
+    import lmexp
+    from lmexp.runs.record import package_versions
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    newest = re.search(r"^## Changes\n\n- \*\*([\w.]+)\*\*", README_TEXT, flags=re.M)
+    assert newest and newest.group(1) == version == lmexp.__version__ == package_versions()["lmexp"], (
+        version, lmexp.__version__, newest and newest.group(1))
 
 
 def test_the_readme_has_commands_in_every_section_that_shows_them():
