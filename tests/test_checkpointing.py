@@ -211,3 +211,10 @@ def test_last_checkpoint_cadence_without_validation(make_cfg, tmp_path, small_co
                     *SMALL_MODEL["native"], "trainer.max_steps=6", "trainer.val_check_interval=100", cadence]))
     assert steps == saved_at
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_a_run_that_ends_before_its_first_validation_keeps_one_last_checkpoint(make_cfg, tmp_path, small_corpus):
+    train(make_cfg([*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+                    *SMALL_MODEL["native"], "trainer.max_steps=2", "trainer.val_check_interval=5"]))
+    # No second full copy (last-v1.ckpt) and, with no periodic validation, no best.ckpt (README).
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
