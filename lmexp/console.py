@@ -59,12 +59,12 @@ def no_datasets_bars() -> Iterator[None]:
     """datasets' progress bars off for a step whose bar says nothing to the user ("Generating train
     split", "Filter", "Saving the dataset": moments of preprocessing that lmexp sums up in one log
     line); lmexp's own `tokenizing ...` bars stay."""
-    from datasets.utils import tqdm as datasets_tqdm
+    import datasets
 
-    was_disabled = datasets_tqdm.are_progress_bars_disabled()
-    datasets_tqdm.disable_progress_bars()
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
         if not was_disabled:
-            datasets_tqdm.enable_progress_bars()
+            datasets.enable_progress_bars()

@@ -36,8 +36,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         train_cfg.paths = cfg.paths
         if cfg.get("data") is not None:
             train_cfg.data = cfg.data
-            if "train" not in cfg.splits and "train_files" in train_cfg.data:
-                train_cfg.data.train_files = None  # scoring needs no training text (wikitext2: no wiki.train.tokens)
+            own_files = {"validation": "val_files", "test": "test_files"}
+            if "train_files" in train_cfg.data and all(train_cfg.data.get(own_files.get(s, "train_files"))
+                                                       for s in cfg.splits if s != "train"):
+                # Scoring splits that have files of their own needs no training text (wikitext2: no wiki.train.tokens).
+                train_cfg.data.train_files = None
     # A classifier keeps the label ids it was trained with, whatever data it is evaluated on.
     parts = build.build_parts(train_cfg, restore_tokenizer(state["tokenizer_files"], run_dir / "tokenizer"),
                               labels=state.get("labels"))

@@ -525,7 +525,8 @@ MISTAKES = [
 
 
 @pytest.mark.parametrize("argv, line", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
-def test_a_mistake_is_one_line_naming_the_key_and_the_closest_choices(argv, line, monkeypatch, capsys, tmp_path):
+def test_a_mistake_is_one_line_naming_the_key_and_the_closest_choices(argv, line, monkeypatch, capsys, tmp_path,
+                                                                      fresh_hydra):
     from lmexp.train import main
 
     monkeypatch.chdir(tmp_path)
@@ -538,7 +539,7 @@ def test_a_mistake_is_one_line_naming_the_key_and_the_closest_choices(argv, line
     assert "+trainer.max_step" not in err and "Config search path" not in err
 
 
-def test_help_lists_only_the_groups_one_picks_from(monkeypatch, capsys):
+def test_help_lists_only_the_groups_one_picks_from(monkeypatch, capsys, fresh_hydra):
     from lmexp.train import main
 
     monkeypatch.setattr("sys.argv", ["lmexp-train", "--help"])

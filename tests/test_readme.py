@@ -93,7 +93,7 @@ def test_the_readme_has_commands_in_every_section_that_shows_them():
 
 
 @pytest.mark.parametrize("command", ALL, ids=[c.id for c in ALL])
-def test_readme_command_composes_and_validates(command, standins, monkeypatch):
+def test_readme_command_composes_and_validates(command, standins, monkeypatch, fresh_hydra):
     monkeypatch.chdir(standins.root if command.cwd is None else ROOT / command.cwd)
     how = check_config(command, standins)
     assert how
@@ -170,7 +170,7 @@ def run_problems(command, proc, standins: Standins) -> list[str]:
 
 
 @pytest.mark.slow
-def test_every_readme_command_runs(tmp_path, capsys):
+def test_every_readme_command_runs(tmp_path, capsys, fresh_hydra):
     """Runs every README command as a subprocess, shortened (SHORT), from a folder holding the
     files the examples name; commands that need what this machine lacks are listed with the reason.
     Prints the counts: composed / run / needs network, GPU or a service."""
