@@ -287,6 +287,10 @@ def needs(cfg: DictConfig | None, command: Command) -> str | None:
     if str(get("trainer.accelerator")) in ("gpu", "cuda"):
         return "a GPU"
     source = get("data.source._target_") or ""
+    folder = get("data.source.path")
+    if source.endswith("WikiText") and folder and get("data.source.train_files") and not (
+            Path(str(folder)) / str(get("data.source.train_files"))).exists():
+        return f"the full data set ({get('data.source.train_files')} is not in {folder} here)"
     if source.endswith("HubDataset") and get("data.source.path") not in LOCAL_BUILDERS:
         return "the network (a data set from the Hugging Face hub)"
     if source.endswith("WikiText") and get("data.source.path") is None:
