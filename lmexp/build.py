@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ProgressBar
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -65,6 +66,10 @@ def build_parts(cfg: DictConfig, tokenizer_cfg: DictConfig | dict | None = None,
     datamodule = build_datamodule(cfg, objective, tokenizer_cfg, labels)
     try:
         datamodule.prepare()
+    except InstantiationException as err:  # the tokenizer, built inside preparation: its one-line error
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
     except (OSError, UnicodeDecodeError) as err:  # a file that vanished, is unreadable or is not text
         raise data_failure(cfg.paths.get("cache_dir"), err) from err
     objective.bind(datamodule.tokenizer, datamodule.labels, datamodule.label_counts)
@@ -219,9 +224,12 @@ def build_trainer(cfg: DictConfig, loggers: list, callbacks: list[pl.Callback]) 
     from lmexp.checkpointing import AtomicCheckpointIO, KeepLastCheckpoint
 
     cadence = OmegaConf.to_container(cfg.checkpoint, resolve=True) if cfg.get("checkpoint") else {}
+    extra = {}
+    if cfg.trainer.get("enable_progress_bar") is None and not any(isinstance(c, ProgressBar) for c in callbacks):
+        extra["enable_progress_bar"] = False  # callbacks without a bar (minimal, none): Lightning would add its own
     return instantiate_or_explain(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, KeepLastCheckpoint(**cadence)],
-        plugins=[AtomicCheckpointIO(trust=cfg.get("trust_checkpoint", False))],
+        plugins=[AtomicCheckpointIO(trust=cfg.get("trust_checkpoint", False))], **extra,
     )
 
 

@@ -170,7 +170,9 @@ def _tensor_bytes(state: Any) -> int:
 def save_last(trainer: pl.Trainer) -> None:
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.dirpath:
-        trainer.save_checkpoint(os.path.join(checkpoint.dirpath, "last.ckpt"))
+        # weights_only=False (the whole training state) said explicitly: left unset, Lightning logs
+        # "`weights_only` was not set" at every save, which reads like a warning about loading.
+        trainer.save_checkpoint(os.path.join(checkpoint.dirpath, "last.ckpt"), weights_only=False)
 
 
 class KeepLastCheckpoint(pl.Callback):

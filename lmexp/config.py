@@ -3,20 +3,30 @@ bad config is reported in well under a second, before the heavy stack loads."""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import functools
+import io
 import logging
 import os
+import re
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lmexp.console import quiet_third_party
 from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError, ExpectedFailure
-from lmexp.schema import BYTE_ALPHABET, SPECIAL_TOKENS, TRAIN, Schema, is_int, check_config
+from lmexp.schema import (BYTE_ALPHABET, CHECKPOINT, DATA, IMPL, NODE_GROUPS, PATHS, SPECIAL_TOKENS, SPLIT, TARGETS,
+                          TRAIN, Schema, check_config, is_int, unknown_key)
+
+# A launcher's worker process (joblib) imports this module when it receives the job function, and
+# composes each job's config before running it: the filters must be in place from the import on.
+quiet_third_party()
 
 CLASSIFICATION = "lmexp.objectives.classification.SequenceClassification"
 WIKITEXT = "lmexp.data.sources.WikiText"
@@ -54,8 +64,6 @@ def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Cal
     traceback is in the run's log file)."""
     import hydra
 
-    from lmexp.console import quiet_third_party
-
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
     @functools.wraps(job)  # Hydra names the job (and its log file, train.log) after job's module
     def hydra_main(cfg: DictConfig) -> Any:
@@ -69,10 +77,110 @@ def hydra_entry_point(config_name: str, job: Callable[[DictConfig], Any]) -> Cal
         # A full disk must cost one line, not a "--- Logging error ---" traceback per log call.
         logging.raiseExceptions = False
         register_resolvers()
-        quiet_third_party()
-        hydra_main()
+        with one_line_mistakes():
+            if {"--help", "-h"} & set(sys.argv[1:]):
+                print_help(hydra_main)
+            else:
+                hydra_main()
 
     return main
+
+
+# Where a node without a _target_ takes its keys from, by its place in the config.
+PLACES = {"data": DATA, "data.split": SPLIT, "paths": PATHS, "checkpoint": CHECKPOINT, "impl": IMPL}
+
+
+def composition_mistake(err: BaseException) -> str | None:
+    """One line for the composition errors a newcomer makes, naming the key or option and the closest
+    valid ones: an unknown key (`trainer.max_step=20`) or group option (`tokenizer=wordpeice`).
+    None for any other error. Hydra's own report of these takes up to 19 lines and advises
+    `+key=...` even for a key nothing would read."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        near = difflib.get_close_matches(option, err.options, n=3, cutoff=0.5)
+        line = f"{group}={option}: no such option"
+        if near:
+            line += f"; did you mean {' or '.join(f'{group}={n}' for n in near)}?"
+        line += f" ({group}: {', '.join(err.options)})"
+        parent = re.match(r"In '([^']+)':", str(err))
+        if parent and parent.group(1) not in ("train", "eval", "hydra/config"):
+            line += f", in the defaults of {parent.group(1)}"
+        return line
+    cause = err.__cause__
+    typed = re.search(r"use \+(\S+)", str(err))
+    if (isinstance(err, ConfigCompositionException) and str(err).startswith("Could not override")
+            and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig)
+            and cause.full_key and typed):
+        return unknown_override(cause.full_key, cause.parent_node, typed.group(1))
+    return None
+
+
+def unknown_override(path: str, node: DictConfig, typed: str) -> str:
+    """An override of a key the composed node lacks. A key lmexp reads there (the node's schema)
+    is set with `+`; a misspelling gets the closest key; a `+` to add a key is suggested only for
+    nodes lmexp does not check (a plug-in's, a group of named entries such as callbacks)."""
+    where, _, key = path.rpartition(".")
+    target = node.get("_target_") if "_target_" in node else None
+    schema = TARGETS.get(target) if target else PLACES.get(where)
+    if schema is not None and key in schema.keys:
+        return f"{path} is not set in this config; add it with +{typed}"
+    own_keys = (
+        (target is not None and target not in TARGETS)  # a plug-in's node: its constructor checks it
+        or (schema is not None and schema.open)  # passed on to a library (a transformers config)
+        or where in NODE_GROUPS  # named entries: +callbacks.<name>={...} adds one
+        or (where == "data" and OmegaConf.select(node, "source._target_") not in TARGETS)  # a plug-in source's keys
+    )
+    line = unknown_key(path, set(node.keys()) | set(schema.keys if schema else ()))
+    return line + (f" (to add a key of your own: +{typed})" if own_keys else "")
+
+
+@contextlib.contextmanager
+def one_line_mistakes() -> Iterator[None]:
+    """While an entry point runs, Hydra's report of a composition error becomes one line
+    (`composition_mistake`); every other error is reported by Hydra as before. Hydra has no hook for
+    these errors, so its reporter (hydra._internal.utils.run_and_report) is wrapped."""
+    from hydra._internal import utils
+
+    report = utils.run_and_report
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except Exception as err:
+                line = composition_mistake(err)
+                if line is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr)
+                sys.exit(1)
+        return report(guarded)
+
+    utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        utils.run_and_report = report
+
+
+def print_help(hydra_main: Callable[[], Any]) -> None:
+    """Hydra's --help without folders of config files that sit inside a group's folder as if they were
+    groups (`experiment/claims`: the claims' shared setting, which claim experiments include)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            hydra_main()
+        except SystemExit as exit:
+            code = exit.code
+        else:
+            code = 0
+    groups = set(re.findall(r"^([\w/]+): ", out.getvalue(), flags=re.M))
+    kept = [line for line in out.getvalue().splitlines()
+            if not ((group := re.match(r"^(\w+)/[\w/]+: ", line)) and group.group(1) in groups)]
+    print("\n".join(kept))
+    sys.exit(code)
 
 
 def choice(cfg: DictConfig, group: str) -> str:

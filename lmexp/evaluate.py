@@ -36,6 +36,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         train_cfg.paths = cfg.paths
         if cfg.get("data") is not None:
             train_cfg.data = cfg.data
+            own_files = {"validation": "val_files", "test": "test_files"}
+            if "train_files" in train_cfg.data and all(train_cfg.data.get(own_files.get(s, "train_files"))
+                                                       for s in cfg.splits if s != "train"):
+                # Scoring splits that have files of their own needs no training text (wikitext2: no wiki.train.tokens).
+                train_cfg.data.train_files = None
     # A classifier keeps the label ids it was trained with, whatever data it is evaluated on.
     parts = build.build_parts(train_cfg, restore_tokenizer(state["tokenizer_files"], run_dir / "tokenizer"),
                               labels=state.get("labels"))
@@ -46,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if not parts.datamodule.has_split(split):
             present = [s for s in ("train", "validation", "test") if parts.datamodule.has_split(s)]
             raise ConfigError(f"splits: the data has no '{split}' split (has {present})")
-    limit = cfg.get("limit_batches") or 1.0
+    limit = cfg.get("limit_batches")  # None: Lightning's whole split, without its note that it is 100%
     trainer = pl.Trainer(
         accelerator=train_cfg.trainer.get("accelerator", "auto"), devices=1, logger=False,
         enable_checkpointing=False, limit_val_batches=limit, limit_test_batches=limit,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,20 +33,25 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+def _range_words(kind: str, **bounds: float | None) -> str:
+    """`an integer >= 1`, `a number > 0 and < 1`: the allowed range in words, from the bounds given."""
+    signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    words = " and ".join(f"{signs[name]} {value}" for name, value in bounds.items() if value is not None)
+    return f"{kind} {words}" if words else kind
+
+
 def integer(lo: int | None = None, hi: int | None = None, null: bool = False) -> Key:
-    words = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
+    # lo == hi: one value, e.g. Lightning's -1 for "no limit".
+    words = str(lo) if lo is not None and lo == hi else _range_words("an integer", ge=lo, le=hi)
     return Key(lambda v: is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi), words, null)
 
 
 def number(gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None,
            null: bool = False) -> Key:
-    bounds = [f"> {gt}" if gt is not None else "", f">= {ge}" if ge is not None else "",
-              f"< {lt}" if lt is not None else "", f"<= {le}" if le is not None else ""]
-    words = " and ".join(b for b in bounds if b)
     return Key(
         lambda v: _is_number(v) and (gt is None or v > gt) and (ge is None or v >= ge)
         and (lt is None or v < lt) and (le is None or v <= le),
-        "a number" + (f" {words}" if words else ""), null,
+        _range_words("a number", gt=gt, ge=ge, lt=lt, le=le), null,
     )
 
 
@@ -168,8 +173,9 @@ TARGETS: dict[str, Schema] = {
         "splits": anything(), "split": anything(), "cache_dir": text(null=True), "streaming": boolean(),
     }),
     "lmexp.data.sources.TextFiles": Schema({
-        "train_files": FILES, "val_files": either(FILES, null=True), "test_files": either(FILES, null=True),
-        "document": choice("file", "line"), "split": anything(),
+        # train_files null: evaluation only (lmexp-eval); training says it needs them (lmexp.train)
+        "train_files": either(FILES, null=True), "val_files": either(FILES, null=True),
+        "test_files": either(FILES, null=True), "document": choice("file", "line"), "split": anything(),
     }),
     "lmexp.data.sources.WikiText": Schema({
         "path": text(null=True), "hub_config": text(), "train_files": text(null=True), "val_files": text(null=True),
@@ -238,6 +244,8 @@ TARGETS: dict[str, Schema] = {
     }),
     "pytorch_lightning.callbacks.RichProgressBar": Schema({"refresh_rate": integer(lo=0), "leave": boolean(),
                                                            "console_kwargs": anything()}),
+    "lmexp.callbacks.StepProgressBar": Schema({"refresh_rate": integer(lo=0), "leave": boolean(),
+                                               "console_kwargs": anything()}),
     "pytorch_lightning.callbacks.TQDMProgressBar": Schema({"refresh_rate": integer(lo=0), "process_position": integer(lo=0),
                                                            "leave": boolean()}),
     "lmexp.callbacks.TokenThroughput": Schema({"peak_flops": number(gt=0, null=True)}),
@@ -304,6 +312,18 @@ EVAL = Schema({
 })
 
 
+def unknown_key(path: str, known: Iterable[str]) -> str:
+    """`unknown key trainer.max_step; did you mean trainer.max_steps?`, or the keys there are."""
+    where, _, key = path.rpartition(".")
+    known = sorted(k for k in known if k != "_target_")
+    near = difflib.get_close_matches(key, known, n=1)
+    if near:
+        return f"unknown key {path}; did you mean {where + '.' if where else ''}{near[0]}?"
+    if len(known) > 12:
+        return f"unknown key {path} (none of the {len(known)} keys of {where or 'the config'} is close)"
+    return f"unknown key {path} ({where or 'the config'} has: {', '.join(known)})"
+
+
 def check_node(node: dict, schema: Schema, where: str) -> list[str]:
     """Problems of one resolved node: unknown keys (with the nearest known name) and bad values."""
     problems = []
@@ -314,9 +334,7 @@ def check_node(node: dict, schema: Schema, where: str) -> list[str]:
         spec = schema.keys.get(key)
         if spec is None:
             if not schema.open:
-                near = difflib.get_close_matches(key, list(schema.keys), n=1)
-                hint = f" (did you mean {near[0]}?)" if near else f" (known: {', '.join(sorted(schema.keys))})"
-                problems.append(f"{path}: unknown key{hint}")
+                problems.append(unknown_key(path, schema.keys))
             continue
         if value is None:
             if not spec.null:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmexp.config import hydra_entry_point, hydra_runtime, resolved, sweep_group, validate
 from lmexp.config_folders import check_choices_unique
 from lmexp.console import quiet_third_party
-from lmexp.errors import ExpectedFailure, cannot_write
+from lmexp.errors import ConfigError, ExpectedFailure, cannot_write
 from lmexp.runs.record import (SUMMARY, RunRecord, config_hash, git_info, package_versions, print_results,
                                version_changes)
 from lmexp.runs.sweep import job_overrides, run_job
@@ -58,6 +58,8 @@ def train(cfg: DictConfig) -> float:
             for change in version_changes(resume.recorded_versions(checkpoint, record.resumed_from), record.versions):
                 log.warning("resuming a checkpoint made with other package versions: %s", change)
         parts = build.build_parts(cfg, pretrained=pretrained)
+        if not parts.datamodule.has_split("train"):
+            raise ConfigError("data.train_files=null: training needs training data (set data.train_files)")
         describe_parts(record, parts, is_main)
 
         group = sweep_group(hydra_runtime())

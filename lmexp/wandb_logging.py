@@ -117,7 +117,11 @@ def build_wandb_logger(cfg: DictConfig, node: DictConfig, run_dir: Path, wandb_i
     # The mode goes into the settings: a Settings object read the environment when made, and wins over it.
     def wandb_logger(offline: bool) -> WandbLogger:
         settings = wandb.Settings(init_timeout=init_timeout, mode="offline" if offline else "online", silent=True)
-        return WandbLogger(offline=offline, settings=settings, **options)
+        logger = WandbLogger(offline=offline, settings=settings, **options)
+        # Lightning passes anonymous=None to wandb.init, and wandb 0.31 warns on every run that the
+        # setting has no effect; lmexp never sets it.
+        logger._wandb_init.pop("anonymous", None)
+        return logger
 
     logger = wandb_logger(offline)
     if offline:

@@ -31,6 +31,18 @@ SMALL_MODEL = {
 }
 
 
+@pytest.fixture
+def fresh_hydra():
+    """For a test that runs Hydra's entry point or sets its config in-process: nothing of it is left
+    for later tests (`${hydra:...}` would resolve against it)."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture(autouse=True)
 def offline_env(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -59,3 +59,20 @@ def test_a_target_that_does_not_import_names_itself(make_cfg):
         build_datamodule(cfg, build_objective(cfg))
     assert str(err.value).startswith("data: cannot import mypkg_not_installed.Stories (")
     assert str(err.value).endswith("is its package installed, or on PYTHONPATH?")
+
+
+@pytest.mark.parametrize("callbacks, has_bar", [("default", True), ("minimal", False), ("none", False)])
+def test_a_progress_bar_only_where_the_callbacks_hold_one(make_cfg, callbacks, has_bar):
+    from lmexp.build import build_callbacks, build_trainer
+
+    cfg = make_cfg([f"callbacks={callbacks}", "logger=none"])
+    trainer = build_trainer(cfg, [], build_callbacks(cfg))
+    assert (trainer.progress_bar_callback is not None) == has_bar
+
+
+def test_a_pretrained_tokenizer_that_cannot_load_is_one_line(make_cfg, small_corpus):
+    from conftest import expect_config_error
+
+    expect_config_error(make_cfg, [*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt",
+                                   "tokenizer=pretrained", "tokenizer.name_or_path=gpt2"],
+                        "tokenizer.name_or_path='gpt2'", "could not be loaded from the hub")

@@ -261,3 +261,10 @@ def test_a_disk_with_no_room_or_read_only_fails_in_one_line(make_cfg, small_corp
     read_only = small_disk(1, read_only=True)
     with pytest.raises(CannotWrite, match=rf"^cannot write the run directory run to {read_only}: the file system is read-only"):
         train(make_cfg([*overrides, f"paths.output_dir={read_only / 'run'}"]))
+
+
+def test_a_run_that_ends_before_its_first_validation_keeps_one_last_checkpoint(make_cfg, tmp_path, small_corpus):
+    train(make_cfg([*TINY, "data=text_files", f"data.train_files={small_corpus}/*.txt", "tokenizer=byte",
+                    *SMALL_MODEL["native"], "trainer.max_steps=2", "trainer.val_check_interval=5"]))
+    # No second full copy (last-v1.ckpt) and, with no periodic validation, no best.ckpt (README).
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]

@@ -511,3 +511,48 @@ def test_every_option_instantiates_against_its_target(tmp_path, group, option):
         check_signature(path, node)
     if bind_only(group, cfg) is None:
         build_option(group, cfg, tmp_path)
+
+
+# A newcomer's mistakes and the one line each gets (lmexp.config.composition_mistake, schema).
+MISTAKES = [
+    (["trainer.max_step=20"], "unknown key trainer.max_step; did you mean trainer.max_steps?"),
+    (["tokenizer=wordpeice"], "tokenizer=wordpeice: no such option; did you mean tokenizer=wordpiece? "
+                              "(tokenizer: bpe, byte, char, pretrained, wordpiece)"),
+    (["model=gpt2"], "model=gpt2: no such option; did you mean model=hf_gpt2 or model=gpt_tiny? (model: "),
+    (["trainer.max_steps=twenty"], "trainer.max_steps='twenty': expected -1 or an integer >= 1"),
+    (["hydra/launcher=jobib"], "hydra/launcher=jobib: no such option; did you mean hydra/launcher=joblib?"),
+    (["impl.thread=2"], "unknown key impl.thread; did you mean impl.threads?"),
+    # A key lmexp reads there but the config does not list: `+` is the way, and it is said so.
+    (["trainer.num_nodes=2"], "trainer.num_nodes is not set in this config; add it with +trainer.num_nodes=2"),
+    # Nodes lmexp does not check key by key: a key of one's own stays possible with `+`.
+    (["model=hf_gpt2", "model.n_layers=2"],
+     "unknown key model.n_layers; did you mean model.n_layer? (to add a key of your own: +model.n_layers=2)"),
+    (["callbacks.mine=1"], "unknown key callbacks.mine (callbacks has: model_checkpoint, progress_bar, throughput) "
+                           "(to add a key of your own: +callbacks.mine=1)"),
+]
+
+
+@pytest.mark.parametrize("argv, line", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_a_mistake_is_one_line_naming_the_key_and_the_closest_choices(argv, line, monkeypatch, capsys, tmp_path,
+                                                                      fresh_hydra):
+    from lmexp.train import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lmexp-train", *argv])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    err = capsys.readouterr().err
+    assert exit.value.code == 1
+    assert err.count("\n") == 1 and err.startswith(f"error: {line}"), err
+    assert "+trainer.max_step" not in err and "Config search path" not in err
+
+
+def test_help_lists_only_the_groups_one_picks_from(monkeypatch, capsys, fresh_hydra):
+    from lmexp.train import main
+
+    monkeypatch.setattr("sys.argv", ["lmexp-train", "--help"])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    out = capsys.readouterr().out
+    assert exit.value.code == 0 and "experiment: " in out and "tokenizer: bpe" in out
+    assert "experiment/claims" not in out  # the claims' shared setting, not a group

@@ -71,3 +71,26 @@ def test_eval_errors(make_cfg, tmp_path):
     bad.write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="not a readable checkpoint"):
         evaluate(make_cfg([f"ckpt_path={bad}"], config_name="eval", run="eval"))
+
+
+def test_eval_scores_wikitext_without_its_training_file(make_cfg, tmp_path, trained_run, small_corpus, capsys):
+    # Scoring validation and test needs no training text: wiki.train.tokens is not there.
+    wiki = tmp_path / "wikitext"
+    wiki.mkdir()
+    text = "\n".join(p.read_text() for p in sorted(small_corpus.glob("doc0*.txt")))
+    (wiki / "wiki.valid.tokens").write_text(text[: len(text) // 2])
+    (wiki / "wiki.test.tokens").write_text(text[len(text) // 2:])
+    metrics = evaluate(make_cfg([f"ckpt_path={trained_run}", "data=wikitext2", f"data.path={wiki}", "limit_batches=2"],
+                                config_name="eval", run="eval"))
+    assert {"val/loss", "test/loss"} <= set(metrics)
+    printed = capsys.readouterr().out
+    assert "evaluated in" in printed and "steps in" not in printed  # it ran no training step
+
+
+def test_training_without_training_data_is_one_line(make_cfg, tmp_path):
+    wiki = tmp_path / "wikitext"
+    wiki.mkdir()
+    (wiki / "wiki.valid.tokens").write_text("a line of text\n" * 50)
+    with pytest.raises(ConfigError, match="data.train_files=null: training needs training data"):
+        train(make_cfg([*TINY, "data=wikitext2", f"data.path={wiki}", "data.train_files=null", "data.test_files=null",
+                        "tokenizer=byte"]))

@@ -87,16 +87,19 @@ BAD = [
     (["model.init=xavier"], "model.init='xavier'"),
     (["model.tie_embeddings=maybe"], "model.tie_embeddings='maybe': expected true or false"),
     (["model.n_heads=3"], "model.n_heads=3 must divide model.d_model=128"),
-    (["+model.n_head=3"], "model.n_head: unknown key (did you mean n_heads?)"),
+    (["+model.n_head=3"], "unknown key model.n_head; did you mean model.n_heads?"),
     (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9]: expected a list of 2 values"),
     (["optimizer.betas=[0.9,1.5]"], "optimizer.betas=[0.9, 1.5]"),
     (["trainer.precision=17"], "trainer.precision=17"),
     (["trainer.max_steps=-5"], "trainer.max_steps=-5"),
     (["trainer.max_steps=1.5"], "trainer.max_steps=1.5"),
+    (["trainer.max_steps=twenty"], "trainer.max_steps='twenty': expected -1 or an integer >= 1"),
     (["trainer.accelerator=tpu2"], "trainer.accelerator='tpu2'"),
     (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
-    (["+trainer.max_step=3"], "trainer.max_step: unknown key (did you mean max_steps?)"),
+    (["+trainer.max_step=3"], "unknown key trainer.max_step; did you mean trainer.max_steps?"),
+    (["+trainer.foo=3"], "unknown key trainer.foo (none of the 38 keys of trainer is close)"),
+    (["+impl.foo=3"], "unknown key impl.foo (impl has: compile, compile_mode, fused_optimizer, matmul_precision, peak_flops, threads)"),
     (["callbacks.model_checkpoint.mode=maximum"], "callbacks.model_checkpoint.mode='maximum'"),
     (["data.split.val_fraction=0.7", "data.split.test_fraction=0.4"], "val_fraction + test_fraction"),
     (["data.split.by=random"], "data.split.by='random'"),
@@ -203,4 +206,4 @@ def test_a_plug_in_source_may_read_data_keys_of_its_own():
 
     assert check_config(data("mypkg.StorySource"), TRAIN) == []
     problems = check_config(data("lmexp.data.sources.PythonStdlib"), TRAIN)
-    assert any(p.startswith("data.stories: unknown key") for p in problems), problems
+    assert any(p.startswith("unknown key data.stories") for p in problems), problems

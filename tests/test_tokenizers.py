@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from lmexp.data.tokenizers import SPECIAL_TOKENS, build_tokenizer
+from lmexp.errors import ConfigError
 
 TRAINED_KINDS = ["char", "bpe", "wordpiece"]
 LOCAL_KINDS = ["byte", *TRAINED_KINDS]
@@ -168,7 +169,7 @@ def test_unknown_kind_lists_valid_kinds():
 
 def test_missing_pretrained_path_names_it(tmp_path):
     missing = str(tmp_path / "no_such_tokenizer")
-    with pytest.raises(ValueError, match="tokenizer.name_or_path") as error:
+    with pytest.raises(ConfigError, match="tokenizer.name_or_path") as error:
         build_tokenizer("pretrained", name_or_path=missing)
     assert missing in str(error.value)
     assert "\n" not in str(error.value)

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from lmexp.console import no_datasets_bars
 from lmexp.data.datamodule import TokenizedDataModule
 from lmexp.data.sources import Corpus
 from lmexp.errors import ConfigError, cannot_write
@@ -124,7 +125,8 @@ class ClassificationDataModule(TokenizedDataModule):
 
     def save_cache(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory / "tokenizer")
-        DatasetDict(self.examples).save_to_disk(str(directory / "examples"))
+        with no_datasets_bars():
+            DatasetDict(self.examples).save_to_disk(str(directory / "examples"))
 
     def load_cache(self, directory: Path) -> None:
         from transformers import AutoTokenizer

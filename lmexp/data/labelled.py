@@ -16,6 +16,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from datasets.exceptions import DatasetGenerationError
 
+from lmexp.console import no_datasets_bars
 from lmexp.data.sources import SPLITS, Corpus, SplitSpec, as_split_spec, carve_missing_splits, load_hub, resolve_files
 from lmexp.errors import ConfigError
 
@@ -114,7 +115,8 @@ class LabelledFiles:
         data_files = {name: [str(p) for p in paths] for name, paths in files.items()}
         origins = {name: ", ".join(p.name for p in paths) for name, paths in files.items()}
         try:
-            loaded = load_dataset(builder, data_files=data_files, cache_dir=self.cache_dir, **options)
+            with no_datasets_bars():
+                loaded = load_dataset(builder, data_files=data_files, cache_dir=self.cache_dir, **options)
         except DatasetGenerationError as err:  # a malformed file: the parser's own complaint names the line
             cause = str(err.__cause__ or err).strip().splitlines()[-1]
             raise ConfigError(f"data: cannot read {', '.join(origins.values())} as {builder}: {cause}") from None

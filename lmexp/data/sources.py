@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
+from lmexp.console import no_datasets_bars
 from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError
 from lmexp.machine_cache import cache_home, read_json, write_json
@@ -350,7 +351,9 @@ class TextFiles:
     def pieces(self) -> Iterator[Piece]:
         spec = self.carve_spec()
         held_out(spec)
-        if spec.by == "position":
+        if not self.files["train"]:
+            pass  # data.train_files=null: scoring only (lmexp-eval), the other splits as given
+        elif spec.by == "position":
             yield from split_by_position(self.documents("train"), *self.train_counts(), spec)
         else:
             n_docs = self.train_counts()[0] if spec.val_fraction + spec.test_fraction > 0 else None
@@ -390,7 +393,8 @@ def load_hub(path: str, name: str | None = None, key: str = "data.path", **optio
     from datasets import load_dataset
 
     try:
-        return load_dataset(path, name, **options)
+        with no_datasets_bars():
+            return load_dataset(path, name, **options)
     except FileNotFoundError as err:
         raise ConfigError(f"{key}={path}: {str(err).splitlines()[0]}") from None
     except ConnectionError as err:
@@ -428,7 +432,7 @@ class HubDataset:
     def load(self) -> Corpus:
         data_files = self.data_files
         if isinstance(data_files, Mapping):
-            data_files = {k: (v if isinstance(v, str) else list(v)) for k, v in data_files.items() if v is not None}
+            data_files = {k: (v if isinstance(v, str) else list(v)) for k, v in data_files.items() if v is not None} or None
         elif data_files is not None and not isinstance(data_files, str):
             data_files = list(data_files)
         if self.streaming:
@@ -448,7 +452,8 @@ class HubDataset:
             ds = ds.select_columns([self.text_column])
             if self.text_column != "text":
                 ds = ds.rename_column(self.text_column, "text")
-            ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+            with no_datasets_bars():
+                ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
             hasher.update(f"{ours}:{ds._fingerprint}".encode())
             parts[ours] = ds
         if "train" not in parts:
@@ -506,7 +511,7 @@ class WikiText:
         if not root.is_dir():
             raise ConfigError(f"data.path={self.path}: not a directory (expected wiki.*.tokens files in it)")
         return TextFiles(
-            train_files=str(root / (self.train_files or "wiki.train.tokens")),
+            train_files=str(root / self.train_files) if self.train_files else None,
             val_files=str(root / self.val_files) if self.val_files else None,
             test_files=str(root / self.test_files) if self.test_files else None,
             document="line",

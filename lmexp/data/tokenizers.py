@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from lmexp.errors import ConfigError
+
 KINDS = ("byte", "char", "bpe", "wordpiece", "pretrained")
 
 # Fixed order so the ids are the same for every trained kind: <pad>=0, <unk>=1, ...
@@ -180,7 +182,7 @@ def _pretrained(name_or_path: str | None) -> PreTrainedTokenizerFast:
     except OSError as error:
         # Missing local dirs and unreachable hub ids both surface as OSError; keep it one line.
         reason = str(error).strip().split("\n", 1)[0]
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer.name_or_path={name_or_path!r} is not a local directory and could not be loaded "
             f"from the hub: {reason}"
         ) from error

@@ -158,5 +158,6 @@ def print_results(record: RunRecord) -> None:
     else:
         console.print(table)
     tps = record.tokens_per_s
-    console.print(f"{record.global_step} steps in {record.wall_time_s:.1f}s" + (f", {tps:,.0f} tokens/s" if tps else ""))
+    done = "evaluated" if record.task == "eval" else f"{record.global_step} steps"  # eval runs no step
+    console.print(f"{done} in {record.wall_time_s:.1f}s" + (f", {tps:,.0f} tokens/s" if tps else ""))
     console.print(f"run directory: {record.run_dir}", soft_wrap=True)

@@ -2,13 +2,14 @@
 
 rich shrinks every column of a table wider than the console, cutting names and numbers into "…".
 Here the columns that hold names and numbers (`whole`) are as wide as their widest cell and never
-wrap; the `free` columns (titles, descriptions) fold anywhere; every other column wraps at spaces
-only, so no word (a name, a number, an override) is ever split. The space left after the whole
-columns goes to the others in proportion to what they would need unwrapped. Only when the columns
-cannot get that narrow is the table printed wider than the console (the terminal wraps the
-lines) — still without a cut. A table with `repeat` leading columns (the row's name) that does not
-fit even so is printed as several tables, each with the leading columns and as many of the
-others as fit, like a wide data frame wraps.
+wrap; every other column wraps at spaces only, so no word (a name, a number, an override, a word
+of a title) is ever split. The space left after the whole columns goes first to the ordinary
+columns, in proportion to what they would need unwrapped, and what remains to the `free` ones
+(titles, descriptions: they wrap the most). Only when the columns cannot get that narrow is the
+table printed wider than the console (the terminal wraps the lines) — still without a cut. A
+table that does not fit even so is printed as several tables, each with the `repeat` leading
+columns (the row's name; the first column unless told) and as many of the others as fit, like a
+wide data frame wraps.
 """
 
 from __future__ import annotations
@@ -17,32 +18,31 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-MIN_FREE = 8  # the narrowest a free column gets
-
 
 def column_widths(header: list[str], rows: list[list[str]], whole: set[str], free: set[str], width: int) -> list[int]:
     natural, least = [], []
     for i, name in enumerate(header):
         cells = [name, *(row[i] for row in rows)]
         natural.append(max(map(cell_len, cells)))
-        if name in whole:
-            least.append(natural[-1])
-        elif name in free:
-            least.append(min(natural[-1], MIN_FREE))
-        else:
-            least.append(max(cell_len(word) for cell in cells for word in cell.split() or [""]))
+        longest_word = max(cell_len(word) for cell in cells for word in cell.split() or [""])
+        least.append(natural[-1] if name in whole else longest_word)
     available = width - 3 * len(header) - 1  # one space of padding each side, one border each
     if sum(natural) <= available:
         return natural
+    widths = list(least)
     spare = max(0, available - sum(least))
-    slack = sum(n - m for n, m in zip(natural, least)) or 1
-    widths = [m + (n - m) * spare // slack for n, m in zip(natural, least)]
+    for takers in ([i for i, n in enumerate(header) if n not in free], [i for i, n in enumerate(header) if n in free]):
+        slack = sum(natural[i] - least[i] for i in takers)
+        share = min(spare, slack)
+        for i in takers:
+            widths[i] += (natural[i] - least[i]) * share // (slack or 1)
+        spare -= sum(widths[i] - least[i] for i in takers)
     return widths
 
 
 def print_table(header: list[str], rows: list[list[str]], whole: set[str], free: set[str] = frozenset(),
                 right: set[str] = frozenset(), title: str | None = None, row_styles: list[str | None] | None = None,
-                console: Console | None = None, repeat: int = 0) -> None:
+                console: Console | None = None, repeat: int = 1) -> None:
     console = console or Console()
     for columns in _chunks(header, rows, whole, free, console.width, repeat):
         sub_header, sub_rows = [header[i] for i in columns], [[row[i] for i in columns] for row in rows]
