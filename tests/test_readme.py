@@ -24,7 +24,20 @@ from readme_commands import ROOT, Standins, compose_command, git_shared_data, ne
 ALL = readme_commands()
 README_TEXT = (ROOT / "README.md").read_text()
 # `lmexp` commands whose arguments are not a config (a run, a sweep, a prompt): checked by running them.
-NOT_CONFIGS = {"compare", "experiments", "generate", "fill-mask", "export"}
+NOT_CONFIGS = {"compare", "experiments", "generate", "fill-mask", "export", "rate"}
+
+
+def users_own_folder(command) -> str | None:
+    """A config folder of the reader's own that the command names (`--config-dir DIR`,
+    `hydra.searchpath=[file://DIR]`) and that this machine lacks, e.g. ~/my_paper/configs."""
+    import os
+
+    args = command.args
+    folders = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config-dir"]
+    folders += re.findall(r"file://([^,\]]+)", " ".join(a for a in args if a.startswith("hydra.searchpath=")))
+    base = ROOT / command.cwd if command.cwd else ROOT
+    missing = [f for f in folders if not (base / os.path.expandvars(os.path.expanduser(f))).is_dir()]
+    return missing[0] if missing else None
 
 
 def expected_error(command) -> re.Pattern | None:
@@ -50,6 +63,8 @@ def check_config(command, standins: Standins) -> str:
                     f"(lmexp.tools.cli knows {', '.join(COMMANDS)})")
     if command.subcommand in NOT_CONFIGS or (command.subcommand == "reproduce" and "<" in command.text):
         return "a command without a config of its own (run by the slow test)"
+    if users_own_folder(command):
+        return f"needs the reader's own config folder ({users_own_folder(command)})"
     args = standins.apply(command)
     wanted = expected_error(command)
     try:

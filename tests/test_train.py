@@ -187,8 +187,9 @@ def test_other_group_options_run_and_take_effect(make_cfg, tmp_path, small_corpu
 
 
 def test_second_identical_run_skips_preprocessing(make_cfg, tmp_path, small_corpus):
+    # A cache of its own: the session's shared one may hold this store already (block size is not in its key).
     base = [*TINY, *corpus_overrides(small_corpus), *SMALL_MODEL["native"], "tokenizer=bpe",
-            "tokenizer.vocab_size=333", "trainer.max_steps=2"]
+            "tokenizer.vocab_size=333", "trainer.max_steps=2", f"paths.cache_dir={tmp_path / 'cache'}"]
     train(make_cfg(base, run="first"))
     train(make_cfg(base, run="second"))
     first = read_summary(tmp_path / "first")["preprocessing"]

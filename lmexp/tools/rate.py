@@ -54,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
 def default_prompts(run, name: str, count: int, seed: int) -> list[str]:
     """`count` distinct lines of the run's validation split, drawn with `seed`."""
     from lmexp.build import instantiate_or_explain
+    from lmexp.data.token_store import joined
 
-    texts = instantiate_or_explain(run.config.data.source, "data.source").load().splits["validation"]["text"]
+    corpus = instantiate_or_explain(run.config.data.source, "data.source").load()
+    texts = (text for split, text, _ in joined(corpus.pieces()) if split == "validation")  # streamed, as training reads it
     low, high = PROMPT_CHARS
     lines = sorted({line.rstrip() for text in texts for line in text.splitlines()
                     if len(line.strip()) >= low and len(line.rstrip()) <= high})
