@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds; medians are printed")
     parser.add_argument("--procs", default="1,2", help="data.num_proc values")
     parser.add_argument("--tokenizers", default="byte,bpe")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="lmexp only (e.g. peak RSS at the largest size, where the floor adds hours)")
     parser.add_argument("--work", default="/tmp/lmexp-data-scale", help="corpora, tokenizers and caches go here")
     parser.add_argument("--floor", nargs=3, metavar=("CORPUS", "TOKENIZER_JSON", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,7 +184,8 @@ def main() -> None:
             overrides, tokenizer_json = tokenizers[name]
             runs: dict[str, list[dict]] = {}
             for _ in range(args.rounds):  # alternated: floor, then each process count
-                runs.setdefault("floor", []).append(run_floor(corpus, tokenizer_json, work, env))
+                if not args.no_floor:
+                    runs.setdefault("floor", []).append(run_floor(corpus, tokenizer_json, work, env))
                 for n in procs:
                     runs.setdefault(f"lmexp x{n}", []).append(run_lmexp(corpus, overrides, n, work / "cache", env))
             medians = {label: {key: statistics.median(r[key] for r in results)
@@ -192,12 +195,12 @@ def main() -> None:
                 m["mbps"] = size / 1e6 / m["seconds"]
             one = medians.get("lmexp x1")
             for label, m in medians.items():
-                vs_floor = m["mbps"] / medians["floor"]["mbps"]
+                vs_floor = f"{m['mbps'] / medians['floor']['mbps']:.2f}x" if "floor" in medians else ""
                 vs_one = f"{m['mbps'] / one['mbps']:.2f}x" if one and label.startswith("lmexp") else ""
                 above = f"{m['rss_gb'] - baseline[name]:.2f}GB" if label.startswith("lmexp") else ""
                 rows.append(f"{size / 1e6:>6.0f}MB {name:>9} {label:>9} {int(m['tokens']):>14,} {m['seconds']:>8.1f} "
                             f"{m['wall_s']:>8.1f} {m['mbps']:>7.2f} {m['rss_gb']:>7.2f}GB {above:>10} "
-                            f"{m['store_mb']:>9.0f} {m['open_s']:>7.2f} {vs_floor:>7.2f}x {vs_one:>9}")
+                            f"{m['store_mb']:>9.0f} {m['open_s']:>7.2f} {vs_floor:>8} {vs_one:>9}")
                 print(rows[-1], flush=True)
     print("\n" + header)
     print("\n".join(rows))
