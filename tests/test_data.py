@@ -122,6 +122,7 @@ def test_a_big_corpus_is_split_document_by_document_as_it_streams(tmp_path, monk
     assert parts == split_texts(source.load())
     assert sorted(sum(parts.values(), [])) == sorted(f"line {i}" for i in range(2000))
     assert 150 < len(parts["validation"]) < 250 and 50 < len(parts["test"]) < 150
+    assert source.train_docs_up_to(100) == 101  # counted only as far as the choice needs
 
 
 def test_hub_source_loads_local_json_with_a_text_column(tmp_path):

@@ -348,6 +348,16 @@ class TextFiles:
             self._train_counts = n_docs, n_chars
         return self._train_counts
 
+    def train_docs_up_to(self, limit: int) -> int:
+        """Documents of the train files, counted up to limit + 1: beyond `limit` a split by document
+        is drawn document by document, so a big corpus is not read once more just to be counted."""
+        n_docs = 0
+        for _, ends in self.documents("train"):
+            n_docs += ends
+            if n_docs > limit:
+                break
+        return n_docs
+
     def pieces(self) -> Iterator[Piece]:
         spec = self.carve_spec()
         held_out(spec)
@@ -356,7 +366,7 @@ class TextFiles:
         elif spec.by == "position":
             yield from split_by_position(self.documents("train"), *self.train_counts(), spec)
         else:
-            n_docs = self.train_counts()[0] if spec.val_fraction + spec.test_fraction > 0 else None
+            n_docs = self.train_docs_up_to(EXACT_SPLIT_DOCS) if spec.val_fraction + spec.test_fraction > 0 else None
             yield from split_by_document(self.documents("train"), document_splits(n_docs, spec))
         for name in ("validation", "test"):
             if self.files[name]:
