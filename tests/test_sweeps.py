@@ -375,3 +375,25 @@ def test_optuna_search_space_syntax():
                      "model.n_layers": CategoricalDistribution([1, 2, 3]), "model.d_model": IntDistribution(16, 64)}
     assert fixed == ["logger=csv", "seed=3"]
     assert [override_value(v) for v in (None, True, 0.1, "csv")] == ["null", "true", "0.1", "csv"]
+
+
+def test_asha_preset_puts_its_first_rung_at_the_jobs_first_validation():
+    """hparams_search=asha: min_resource is the job's own trainer.val_check_interval, resolved where
+    the job builds its pruner (the hydra node a job sees, as lmexp.build reads it)."""
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+
+    from lmexp.callbacks.pruning import sweep_pruning
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True,
+                      overrides=["hparams_search=asha", "trainer.val_check_interval=7", "+optuna_trial=0"])
+    HydraConfig.instance().set_config(cfg)
+    try:
+        pruning = sweep_pruning(cfg, HydraConfig.get().sweeper)
+        pruner = instantiate(pruning.pruner)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert (pruner._min_resource, pruner._reduction_factor) == (7, 9)
