@@ -167,9 +167,9 @@ def main() -> None:
             print(f"{index:>5} {name:>16} {r['wall_s']:8.1f} {r['train_ms_per_iter']:8.2f} "
                   f"{fmt(r['val_loss'], '9.4f')} {fmt(r['val_loss_20_batches'], '17.4f')} "
                   f"{fmt(r['steal'] and 100 * r['steal'], '7.1f')}", flush=True)
-        for key, peer in GOALS.values():
-            print(f"{index:>5} {'lmexp / ' + peer:>16} {key}: {results['lmexp'][key] / results[peer][key]:.3f}",
-                  flush=True)
+        ratios = ", ".join(f"{label} {results['lmexp'][key] / results[peer][key]:.3f}"
+                           for label, (key, peer) in GOALS.items())
+        print(f"{index:>5} {'lmexp ratios':>16} {ratios}", flush=True)
 
     def median(who: str, key: str) -> float:
         return statistics.median(r[who][key] for r in rounds)
