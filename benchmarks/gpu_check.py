@@ -35,7 +35,8 @@ SKIP = 10  # first iterations left out of the step time: compilation and warm-up
 GPT_SMALL = ["model=gpt_small", "trainer=gpu", "impl.compile=true", "trainer.max_steps=100",
              "trainer.val_check_interval=100", "trainer.limit_val_batches=2", "test=false", "logger=csv"]
 # At GPT-2's vocabulary (the tokenizer's 4096 ids fit in it) and context; the dry run's: CPU, tiny shapes.
-GPT_SMALL_SHAPE = ["model.vocab_size=50257", "data.block_size=1024", "data.batch_size=16"]
+# Validation batches as big as training's: 64 rows of 1024 positions' 50257 logits would be 13 GB.
+GPT_SMALL_SHAPE = ["model.vocab_size=50257", "data.block_size=1024", "data.batch_size=16", "data.eval_batch_size=16"]
 GPT_SMALL_DRY = ["trainer.accelerator=cpu", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
                  "data.block_size=32", "data.batch_size=2", "data.eval_batch_size=16", "trainer.max_steps=14",
                  "trainer.val_check_interval=14", "impl.compile=false", "data.source.max_files=5",
@@ -70,8 +71,8 @@ def fmt(value: float | None, spec: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nanogpt", type=Path, default=None, help="a karpathy/nanoGPT checkout; none: no nanoGPT row")
-    parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="the folder holding Tiny Shakespeare's input.txt")
-    parser.add_argument("--iters", type=int, default=5000, help="iterations of the nanoGPT recipe (fewer: a shorter check)")
+    parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="the folder with Tiny Shakespeare's input.txt")
+    parser.add_argument("--iters", type=int, default=5000, help="iterations of the nanoGPT recipe (fewer: quicker)")
     parser.add_argument("--dry-run", action="store_true", help="every step on CPU with tiny shapes and few steps")
     parser.add_argument("--work", type=Path, default=None, help="logs and run folders (default: a temp folder)")
     args = parser.parse_args()
@@ -124,7 +125,9 @@ def main() -> None:
         print(f"{name:<34} {r['wall_s']:7.1f} {r['train_ms_per_iter']:8.2f} {tps:10,.0f} "
               f"{fmt(mfu and 100 * mfu, '6.1f')} {fmt(r['val_loss_20_batches'], '9.4f')}")
     print(f"val loss: at iteration {iters} (lmexp: its periodic validation, limit_val_batches batches; nanoGPT: "
-          f"eval_iters batches). Took {time.perf_counter() - start:.0f} s.{' DRY RUN (CPU, tiny shapes).' * args.dry_run}")
+          f"eval_iters batches). Took {time.perf_counter() - start:.0f} s.")
+    if args.dry_run:
+        print("DRY RUN: CPU, tiny shapes; the numbers only show that every step ran.")
 
 
 if __name__ == "__main__":

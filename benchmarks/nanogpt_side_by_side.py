@@ -108,8 +108,8 @@ def run_lmexp(work: Path, name: str, overrides: list[str], iters: int = ITERS, s
     times = work / f"lmexp-steps-{name}.jsonl"
     # The entry point beside this Python (a virtual environment need not be on PATH).
     entry = Path(sys.executable).with_name("lmexp-train")
-    cmd = [str(entry) if entry.exists() else "lmexp-train", f"hydra.run.dir={run_dir}", "+callbacks.step_times._target_=lmexp.callbacks.StepTimes",
-           f"+callbacks.step_times.path={times}", *overrides]
+    cmd = [str(entry) if entry.exists() else "lmexp-train", f"hydra.run.dir={run_dir}",
+           "+callbacks.step_times._target_=lmexp.callbacks.StepTimes", f"+callbacks.step_times.path={times}", *overrides]
     env = {**os.environ, "WANDB_MODE": "offline"}
     wall, steal = timed(cmd, ROOT, log, env)
     steps = [json.loads(line) for line in times.read_text().splitlines()]
@@ -134,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("nanogpt", type=Path, help="a karpathy/nanoGPT checkout (its train.py is run there)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="the folder holding Tiny Shakespeare's input.txt")
+    parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="the folder with Tiny Shakespeare's input.txt")
     parser.add_argument("--work", type=Path, default=None, help="logs and run folders (default: a temp folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write every round's numbers here")
     parser.add_argument("lmexp_overrides", nargs="*", help="extra lmexp-train overrides, e.g. impl.compile=false")
