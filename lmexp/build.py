@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lmexp.config import attention_mismatch, choice, unlabelled_data
-from lmexp.data.classification import ClassificationDataModule
 from lmexp.data.datamodule import LMDataModule, TokenizedDataModule
 from lmexp.errors import ConfigError, ExpectedFailure, cannot_write
 from lmexp.models import check_model, check_outputs
@@ -157,6 +156,10 @@ def build_datamodule(cfg: DictConfig, objective: Objective, tokenizer_cfg: DictC
         seed=cfg.get("seed", 0),
     )
     if objective.labelled:
+        # Imported here: it needs `datasets` (with pandas and pyarrow, seconds of start-up) that a
+        # language-model run on the token store never uses.
+        from lmexp.data.classification import ClassificationDataModule
+
         return ClassificationDataModule(max_length=cfg.data.max_length,
                                         max_train_examples=cfg.data.get("max_train_examples"), labels=labels, **common)
     return LMDataModule(block_size=cfg.data.block_size + objective.extra_tokens,

@@ -71,6 +71,8 @@ def test_step_times_has_one_row_per_step_and_marks_the_validation(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(r["seconds"] > 0 for r in rows)
+    ends = [r["end"] for r in rows]  # on the wall clock, one step's end after the other
+    assert ends == sorted(ends) and ends[-1] - ends[0] <= sum(r["seconds"] for r in rows[1:]) + 1
     # Validation runs after step 3 (and 6, after the last row): the interval ending at step 4 holds it.
     assert [r["step"] for r in rows if r["validated"]] == [4]
 

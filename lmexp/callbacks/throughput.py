@@ -109,8 +109,9 @@ class TokenThroughput(pl.Callback):
 
 class StepTimes(pl.Callback):
     """Writes the wall time between consecutive optimizer-step ends to `path` (one JSON line per step:
-    step, seconds, validated), the way nanoGPT's train.py times its iterations; `validated` marks the
-    intervals that include a validation run (benchmarks/nanogpt_side_by_side.py leaves them out)."""
+    step, seconds, validated, end), the way nanoGPT's train.py times its iterations; `validated` marks the
+    intervals that include a validation run (benchmarks/nanogpt_side_by_side.py leaves them out); `end`
+    is the step's end on the wall clock (time.time(): benchmarks/startup.py times the first batch by it)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -127,7 +128,7 @@ class StepTimes(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         self._rows.append(json.dumps({"step": trainer.global_step, "seconds": now - self._last,
-                                      "validated": self._validated}))
+                                      "validated": self._validated, "end": time.time()}))
         self._last, self._validated = now, False
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -19,15 +19,17 @@ import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict
 
 from lmexp.console import no_datasets_bars
 from lmexp.data.files import resolve_files
 from lmexp.errors import ConfigError
 from lmexp.machine_cache import cache_home, read_json, write_json
+
+if TYPE_CHECKING:  # `datasets` is imported where a source builds one: a token-store run never needs it
+    from datasets import Dataset, DatasetDict
 
 SPLITS = ("train", "validation", "test")
 
@@ -469,6 +471,8 @@ class HubDataset:
         if "train" not in parts:
             raise ConfigError(f"data: {self.path} has no split named '{self.split_names['train']}' (has {list(loaded)})")
         carve_missing_splits(parts, self.split)
+        from datasets import DatasetDict
+
         splits = DatasetDict({name: parts[name] for name in SPLITS if name in parts})
         return Corpus(splits=splits, fingerprint=hasher.hexdigest()[:16], train_chars=parts["train"].data.nbytes)
 
