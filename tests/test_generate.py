@@ -10,10 +10,11 @@ from torch import nn
 
 from conftest import SMALL_MODEL, TINY
 from lmexp.tools.cli import main as lmexp
-from lmexp.models.sampling import sample, sampling_filter
+from lmexp.models.bag_of_ngrams import BagOfNgrams
+from lmexp.models.sampling import item_seeds, sample, sampling_filter
 from lmexp.tools.generate import fill_mask
 from lmexp.models.hf import HFModel
-from lmexp.models.transformer import Transformer
+from lmexp.models.transformer import SeedEncoder, Transformer
 from lmexp.runs.load import load_trained_run
 from lmexp.train import train
 from lmexp.wandb_offline import find_offline_runs, read_offline_run
@@ -35,12 +36,33 @@ class FixedLogits(nn.Module):
         return self.logits.expand(*input_ids.shape, -1)
 
 
-def tiny_model(max_seq_len: int = 8, kind: str = "native") -> nn.Module:
+def tiny_model(max_seq_len: int = 8, kind: str = "native", **options) -> nn.Module:
     torch.manual_seed(0)
     if kind == "hf_gpt2":
         return HFModel("gpt2", vocab_size=50, max_seq_len=max_seq_len, attention="causal", n_layer=2, n_embd=16,
                        n_head=2).eval()
-    return Transformer(vocab_size=50, max_seq_len=max_seq_len, d_model=16, n_layers=2, n_heads=2).eval()
+    if kind == "seed_encoder":
+        return SeedEncoder(vocab_size=50, max_seq_len=max_seq_len, attention="causal", d_model=16, n_heads=2,
+                           n_layers=2, dropout=0.0).eval()
+    if kind == "ngrams":
+        return BagOfNgrams(vocab_size=50, max_seq_len=max_seq_len, d_model=16, ngrams=3, buckets=64).eval()
+    return Transformer(vocab_size=50, max_seq_len=max_seq_len, d_model=16, n_layers=2, n_heads=2, **options).eval()
+
+
+class Uncached(nn.Module):
+    """The same model seen only through forward(input_ids): the sampler's path for any model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.max_seq_len = model, model.max_seq_len
+
+    def forward(self, input_ids: torch.Tensor, attention_mask=None) -> torch.Tensor:
+        return self.model(input_ids)
+
+
+def one(model: nn.Module, prompt: list[int], *args, **kwargs) -> list[int]:
+    [new] = sample(model, [prompt], *args, **kwargs)
+    return new
 
 
 @pytest.mark.parametrize("kind", ["native", "hf_gpt2"])
@@ -51,20 +73,74 @@ def test_greedy_decoding_is_step_by_step_argmax_over_a_cropped_context(kind):
     with torch.no_grad():
         for _ in range(20):  # runs past max_seq_len: the context slides
             ids.append(int(model(torch.tensor([ids[-8:]]))[0, -1].argmax()))
-    assert sample(model, prompt, 20, temperature=0) == ids[len(prompt):]
+    assert one(model, prompt, 20, temperature=0) == ids[len(prompt):]
 
 
 def test_seeded_sampling_is_reproducible_and_stops_at_eos():
     model = tiny_model()
 
     def draw(seed: int) -> list[int]:
-        return sample(model, [1, 2], 30, temperature=1.5, generator=torch.Generator().manual_seed(seed))
+        return one(model, [1, 2], 30, temperature=1.5, seed=seed)
 
     assert draw(7) == draw(7)
     assert draw(7) != draw(8)
     first = draw(7)
-    stopped = sample(model, [1, 2], 30, temperature=1.5, generator=torch.Generator().manual_seed(7), stop_id=first[3])
+    stopped = one(model, [1, 2], 30, temperature=1.5, seed=7, stop_id=first[3])
     assert stopped == first[:first.index(first[3]) + 1]
+
+
+# Prompts of different lengths: one token, shorter than the window (8), longer than it (the window
+# slides from the start), and one that reaches the window while sampling.
+PROMPTS = [[3, 1, 4, 1, 5], [2], list(range(1, 20)), [9, 8, 7, 6, 5, 4, 3], [7] * 12]
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("native", {}), ("native", {"positions": "rotary"}), ("native", {"norm_position": "post"}),
+    ("seed_encoder", {}), ("hf_gpt2", {}), ("ngrams", {}),
+])
+@pytest.mark.parametrize("sampling", [
+    {"temperature": 0}, {"temperature": 1.5, "seed": 3}, {"temperature": 1.0, "top_k": 10, "top_p": 0.9, "seed": 1},
+])
+def test_a_batch_samples_what_each_prompt_samples_alone(kind, options, sampling):
+    """Each item draws from its own generator, so batching changes nothing: a batch of all prompts,
+    batches of two, and every prompt alone (batch_size=1) give the same tokens; and the native
+    Transformer's key/value cache gives what its plain forward gives. Token equality holds here:
+    batched matmuls may differ from single ones in the last float bits, which would flip a token
+    only if two probabilities (or a draw and a boundary) were within ~1e-7 of each other."""
+    model = tiny_model(max_seq_len=8, kind=kind, **options)
+    alone = list(sample(model, PROMPTS, 20, batch_size=1, **sampling))
+    assert [len(new) for new in alone] == [20] * len(PROMPTS)
+    assert list(sample(model, PROMPTS, 20, **sampling)) == alone
+    assert list(sample(model, PROMPTS, 20, batch_size=2, **sampling)) == alone
+    if kind == "native":  # with the cache (above) and without
+        assert list(sample(Uncached(model), PROMPTS, 20, **sampling)) == alone
+
+    # A row that meets stop_id leaves the batch; the others go on as before.
+    stop_id = alone[2][4]
+    stopped = list(sample(model, PROMPTS, 20, stop_id=stop_id, **sampling))
+    for new, full in zip(stopped, alone):
+        assert new == (full[:full.index(stop_id) + 1] if stop_id in full else full)
+    assert len(stopped[2]) <= 5
+
+
+@pytest.mark.parametrize("options", [{}, {"positions": "rotary"}, {"norm_position": "post"}])
+def test_decode_with_the_cache_gives_the_forward_logits(options):
+    model = tiny_model(max_seq_len=16, **options)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3], [2, 7, 1, 8, 2, 8, 1, 8, 2, 8]])
+    with torch.no_grad():
+        whole = model(ids)
+        cache = model.decoding_cache(2, 16)
+        # Row 0 prefills 4 tokens, row 1 six (rows at their own positions), then one token a step.
+        steps = [model.decode(ids[:, :6], torch.tensor([0, 0]), cache)]
+        steps += [model.decode(ids[:, t, None], torch.tensor([t, t]), cache) for t in range(6, 10)]
+    assert torch.allclose(torch.cat(steps, dim=1), whole, atol=1e-5)
+    with pytest.raises(ValueError, match="beyond the cache"):
+        model.decode(ids[:, :1], torch.tensor([16, 0]), cache)
+
+
+def test_item_seeds_depend_on_the_seed_and_the_place_only():
+    assert item_seeds(5, 3) == item_seeds(5, 10)[:3]
+    assert not set(item_seeds(5, 10)) & set(item_seeds(6, 10))  # unlike seed + k
 
 
 @pytest.mark.parametrize("top_k, top_p, allowed", [
@@ -73,9 +149,11 @@ def test_seeded_sampling_is_reproducible_and_stops_at_eos():
 def test_top_k_and_top_p_never_leave_the_allowed_set(top_k, top_p, allowed):
     filtered = sampling_filter(1.0, top_k, top_p)(torch.zeros(1, 1, dtype=torch.long), PROBS.log()[None])
     assert set(torch.isfinite(filtered[0]).nonzero().flatten().tolist()) == allowed
-    drawn = sample(FixedLogits(), [0], 400, temperature=1.0, top_k=top_k, top_p=top_p,
-                   generator=torch.Generator().manual_seed(0))
-    assert set(drawn) == allowed  # every allowed token comes up in 400 draws, nothing else does
+    drawn = one(FixedLogits(), [0], 2000, temperature=1.0, top_k=top_k, top_p=top_p)
+    assert set(drawn) == allowed  # every allowed token comes up in 2000 draws, nothing else does
+    # ... as often as the filtered distribution says (3 standard deviations of 2000 draws: < 0.034).
+    expected = filtered[0].softmax(-1)
+    assert (torch.bincount(torch.tensor(drawn), minlength=4) / 2000).tolist() == pytest.approx(expected.tolist(), abs=0.034)
 
 
 def test_temperature_sharpens_the_distribution():
@@ -111,6 +189,11 @@ def test_samples_during_training_and_the_generate_cli(make_cfg, tmp_path, small_
     samples = first.split("-" * 15 + "\n")
     assert len(samples) == 3 and samples[-1] == ""
     assert all(s.startswith("ROMEO:") for s in samples[:2]) and samples[0] != samples[1]
+    # A lone sample, streamed, is item 0 of the batch above; --batch-size changes nothing printed.
+    assert lmexp(args[:-4] + ["--seed", "1"]) == 0
+    assert capsys.readouterr().out == samples[0] + "-" * 15 + "\n"
+    assert lmexp([*args, "--batch-size", "1"]) == 0
+    assert capsys.readouterr().out == first
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("ROMEO:\n\nJULIET:\n")
@@ -123,6 +206,8 @@ def test_samples_during_training_and_the_generate_cli(make_cfg, tmp_path, small_
     assert "lmexp generate" in one_line_error(capsys)
     assert lmexp(["generate", str(causal_run), "--top-p", "1.5"]) == 1
     assert "--top-p" in one_line_error(capsys)
+    assert lmexp(["generate", str(causal_run), "--batch-size", "0"]) == 1
+    assert "--batch-size must be >= 1" in one_line_error(capsys)
     assert lmexp(["generate", str(tmp_path / "missing")]) == 1
     assert "no such run directory or checkpoint file" in one_line_error(capsys)
 

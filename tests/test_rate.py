@@ -65,8 +65,9 @@ def test_a_session_holds_both_runs_samples_as_generate_makes_them(runs, tmp_path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("ROMEO:\n\nFirst Citizen:\nKING HENRY:\n")
     session = tmp_path / "session"
+    # Batches of 2 here, of 64 in generate below: batching does not change a sample.
     assert lmexp(["rate", str(runs["char"]), str(runs["byte"]), "--prompts", str(prompts), "--session", str(session),
-                  *SAMPLING]) == 0
+                  *SAMPLING, "--batch-size", "2"]) == 0
     assert f"rating session: {session} (3 items)" in capsys.readouterr().out
     items = json.loads((session / "items.json").read_text())
     assert [item["prompt"] for item in items] == ["ROMEO:", "First Citizen:", "KING HENRY:"]

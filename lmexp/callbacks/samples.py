@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
@@ -19,8 +18,9 @@ class SampleText(pl.Callback):
     being trained; appends the samples to `path` (one JSON line each) and, with a W&B logger, logs
     every sample so far as the table `samples`.
 
-    Sampling draws from its own generator, seeded afresh each time: training's random stream is
-    untouched, and the samples of two steps differ only because the model does.
+    Sampling draws from its own generators (one per prompt, as `lmexp generate` seeds them), seeded
+    afresh each time: training's random stream is untouched, and the samples of two steps differ
+    only because the model does.
     """
 
     def __init__(self, prompts: list[str], path: str, every_n_validations: int = 1, max_new_tokens: int = 64,
@@ -44,12 +44,11 @@ class SampleText(pl.Callback):
         if self.validations % self.every_n_validations or not trainer.is_global_zero:
             return
         tokenizer, model, step = trainer.datamodule.tokenizer, pl_module.model, trainer.global_step
-        generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         was_training = model.training
         model.eval()
-        rows = [[step, prompt, tokenizer.decode(sample(model, prompt_ids(tokenizer, prompt), generator=generator,
-                                                       **self.sampling))]
-                for prompt in self.prompts]
+        samples = sample(model, [prompt_ids(tokenizer, prompt) for prompt in self.prompts], seed=self.seed,
+                         **self.sampling)
+        rows = [[step, prompt, tokenizer.decode(new)] for prompt, new in zip(self.prompts, samples)]
         model.train(was_training)
         with self.path.open("a") as f:
             f.writelines(json.dumps({"step": s, "prompt": p, "sample": text}) + "\n" for s, p, text in rows)

@@ -7,7 +7,10 @@ three plus ``hidden_size`` as attributes, and provides
 - ``forward(input_ids [B,T], attention_mask [B,T] | None) -> logits [B,T,vocab_size]``
 - ``encode(input_ids [B,T], attention_mask [B,T] | None) -> hidden states [B,T,hidden_size]``
 
-where ``attention_mask`` is 1 for real tokens and 0 for padding. A model may name the pooling a
+where ``attention_mask`` is 1 for real tokens and 0 for padding. A causal model's logits at a
+position depend only on the tokens up to it (sampling batches prompts right-padded, with no mask);
+it may also offer a key/value cache for sampling, ``decoding_cache`` and ``decode`` (as
+``Transformer`` does). A model may name the pooling a
 classifier should use by default (``default_pooling``, e.g. "mean" for a bag of n-grams). A model
 of your own (``model._target_: mypkg.MyModel``) follows the same contract; ``check_model`` says in
 one line what it lacks.

@@ -14,6 +14,9 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 INITS = ("gpt2", "fan_in")
 NORM_POSITIONS = ("pre", "post")
 Rope = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) tables, or None without rotary positions
+# While decoding: a layer's key and value caches [B, heads, positions, head_dim] and where in them this
+# call's keys and values go (an index for scatter_ along the positions).
+KeyValues = tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
 
 
 def _rotary_tables(max_seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,11 +52,15 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, rope: Rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, rope: Rope,
+                kv: KeyValues = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_heads, -1).transpose(1, 2) for t in self.qkv(x).split(C, dim=-1))
         if rope is not None:
             q, k = _apply_rotary(q, *rope), _apply_rotary(k, *rope)
+        if kv is not None:  # decoding: store these positions' keys/values, attend to every cached one
+            k_cache, v_cache, index = kv
+            k, v = k_cache.scatter_(2, index, k), v_cache.scatter_(2, index, v)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )
@@ -88,11 +95,12 @@ class Block(nn.Module):
         self.ln2 = _layer_norm(d_model, bias, norm)
         self.mlp = MLP(d_model, d_ff, dropout, bias, activation)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, rope: Rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, rope: Rope,
+                kv: KeyValues = None) -> torch.Tensor:
         if self.post_norm:
-            x = self.ln1(x + self.attn(x, mask, is_causal, rope))
+            x = self.ln1(x + self.attn(x, mask, is_causal, rope, kv))
             return self.ln2(x + self.mlp(x))
-        x = x + self.attn(self.ln1(x), mask, is_causal, rope)
+        x = x + self.attn(self.ln1(x), mask, is_causal, rope, kv)
         return x + self.mlp(self.ln2(x))
 
 
@@ -134,6 +142,7 @@ class Transformer(nn.Module):
         self.max_seq_len = max_seq_len
         self.attention = attention
         self.hidden_size = d_model
+        self.n_heads = n_heads
 
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(max_seq_len, d_model) if positions == "learned" else None
@@ -195,6 +204,38 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.lm_head(self.encode(input_ids, attention_mask))
+
+    def decoding_cache(self, batch_size: int, positions: int) -> torch.Tensor:
+        """An empty key/value cache for `decode`, holding `positions` (<= max_seq_len) positions:
+        [batch, layers, 2 (keys, values), heads, positions, head_dim]. Batch first, so a sampler
+        keeps some rows with cache[rows]."""
+        weight = self.tok_emb.weight
+        return weight.new_zeros(batch_size, len(self.blocks), 2, self.n_heads, positions, self.hidden_size // self.n_heads)
+
+    def decode(self, input_ids: torch.Tensor, start: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab_size] of a causal model for input_ids [B, T] whose row b holds the tokens
+        at positions start[b] .. start[b]+T-1, each attending to the row's earlier positions in `cache`
+        (from decoding_cache) and to itself; their keys and values are written into `cache`. What
+        forward gives at those positions of the whole prefix, up to float rounding (the sampler's
+        key/value cache: each new token costs one position, not a pass over the whole context)."""
+        if self.attention != "causal":
+            raise ValueError("decode needs a causal model: a bidirectional one's earlier positions see later tokens")
+        positions = start[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)  # [B, T]
+        cached = int(positions.max()) + 1
+        if cached > cache.shape[4]:  # a readable error instead of scatter's index error
+            raise ValueError(f"position {cached - 1} is beyond the cache's {cache.shape[4]} positions")
+        x = self.tok_emb(input_ids)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        x = self.dropout(x)
+        rope = None if self.pos_emb is not None else (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])
+        # Query at position p sees the cached keys 0..p: the causal mask, rows at their own offsets.
+        mask = (torch.arange(cached, device=x.device) <= positions[..., None])[:, None]  # [B, 1, T, cached]
+        index = positions[:, None, :, None].expand(-1, self.n_heads, -1, cache.shape[-1])
+        for layer, block in enumerate(self.blocks):
+            kv = (cache[:, layer, 0, :, :cached], cache[:, layer, 1, :, :cached], index)
+            x = block(x, mask, False, rope, kv)
+        return self.lm_head(self.ln_f(x))
 
 
 class SinusoidalPositionalEncoding(nn.Module):

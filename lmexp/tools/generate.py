@@ -60,22 +60,35 @@ def read_prompts(path: str, key: str) -> list[str]:
 def _generate(run, options: argparse.Namespace) -> None:
     from transformers import TextStreamer
 
+    class HeldText(TextStreamer):
+        """A TextStreamer that keeps its text: of several items sampled together, each is printed
+        whole when done, in order, as the same text a lone item streams."""
+
+        def __init__(self, tokenizer) -> None:
+            super().__init__(tokenizer)
+            self.text = ""
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            self.text += text + ("\n" if stream_end else "")
+
     require_causal_lm(run, options.run, "generate")
     prompts = [options.prompt] if options.prompt_file is None else read_prompts(options.prompt_file, "--prompt-file")
-    model = run.model.to(options.device)
-    generator = torch.Generator(options.device).manual_seed(options.seed)
+    items = [prompt for prompt in prompts for _ in range(options.num_samples)]
+    ids = [prompt_ids(run.tokenizer, prompt) for prompt in items]
+    # A lone item prints the prompt, then each token as it comes, holding back only an unfinished
+    # character (a byte of a multi-byte character) or word until it is complete.
+    streamers = [TextStreamer(run.tokenizer) if len(items) == 1 else HeldText(run.tokenizer) for _ in items]
+    for streamer, prompt, prompt_tokens in zip(streamers, items, ids):
+        streamer.put(torch.tensor(prompt_tokens if prompt else [], dtype=torch.long))
     stop_id = run.tokenizer.eos_token_id if options.stop_at_eos else None
-    for prompt in prompts:
-        for _ in range(options.num_samples):
-            # Prints the prompt, then each token as it comes, holding back only an unfinished
-            # character (a byte of a multi-byte character) or word until it is complete.
-            streamer = TextStreamer(run.tokenizer)
-            ids = prompt_ids(run.tokenizer, prompt)
-            streamer.put(torch.tensor(ids if prompt else [], dtype=torch.long))
-            sample(model, ids, options.max_new_tokens, options.temperature, options.top_k, options.top_p,
-                   generator, stop_id, on_token=lambda token: streamer.put(torch.tensor([token])))
-            streamer.end()
-            print("-" * 15, flush=True)
+    samples = sample(run.model.to(options.device), ids, options.max_new_tokens, options.temperature, options.top_k,
+                     options.top_p, options.seed, stop_id, options.batch_size,
+                     on_token=lambda item, token: streamers[item].put(torch.tensor([token])))
+    for streamer, _ in zip(streamers, samples):
+        streamer.end()
+        if isinstance(streamer, HeldText):
+            print(streamer.text, end="")
+        print("-" * 15, flush=True)
 
 
 def _fill_mask(run, options: argparse.Namespace) -> None:
@@ -99,7 +112,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("text", help="text with one or more mask tokens, spelled as the run's tokenizer does (e.g. <mask>)")
         parser.add_argument("--top-k", type=int, default=5, help="predictions per mask (default: 5)")
         return parser
-    parser.description = "Sample text from a causal LM run, streamed as it is produced."
+    parser.description = ("Sample text from a causal LM run: one sample is streamed as it is produced; several "
+                          "(a prompt file, --num-samples) are sampled in batches and each printed when done, in order.")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="text to continue (default: empty, a new document)")
     prompt.add_argument("--prompt-file", help="a file of prompts, one per non-empty line")
@@ -114,8 +128,13 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy decoding (default: 1.0)")
     parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
     parser.add_argument("--top-p", type=float, default=None, help="sample from the smallest set of tokens with this much probability")
-    parser.add_argument("--seed", type=int, default=1337, help="same seed, same samples (default: 1337)")
+    parser.add_argument("--seed", type=int, default=1337,
+                        help="same seed, same samples; each sample has a generator of its own, seeded from this "
+                             "seed and its place in the list of samples (default: 1337)")
     parser.add_argument("--stop-at-eos", action="store_true", help="end a sample at the end-of-document token")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="samples computed at once, one model call per token for all (changes speed and memory, "
+                             "not the samples; default: 64)")
 
 
 def check_sampling(options: argparse.Namespace) -> None:
@@ -125,6 +144,7 @@ def check_sampling(options: argparse.Namespace) -> None:
         (options.temperature < 0, "--temperature must be >= 0"),
         (options.top_p is not None and not 0 < options.top_p <= 1, "--top-p must be in (0, 1]"),
         (options.max_new_tokens < 0, "--max-new-tokens must be >= 0"),
+        (options.batch_size < 1, "--batch-size must be >= 1"),
     ]
     for failed, message in problems:
         if failed:

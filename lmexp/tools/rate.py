@@ -68,16 +68,15 @@ def default_prompts(run, name: str, count: int, seed: int) -> list[str]:
 
 
 def continuations(run, prompts: list[str], options: argparse.Namespace) -> list[str]:
-    """Each prompt continued by the run, one seeded generator through the prompts in order (as
-    `lmexp generate --prompt-file` does)."""
+    """Each prompt continued by the run, sampled in batches as `lmexp generate --prompt-file` does
+    (prompt k is item k: the same generator seed, the same text)."""
     from lmexp.models.sampling import prompt_ids, sample
 
-    model = run.model.to(options.device)
-    generator = torch.Generator(options.device).manual_seed(options.seed)
     stop_id = run.tokenizer.eos_token_id if options.stop_at_eos else None
-    return [run.tokenizer.decode(sample(model, prompt_ids(run.tokenizer, prompt), options.max_new_tokens,
-                                        options.temperature, options.top_k, options.top_p, generator, stop_id))
-            for prompt in prompts]
+    samples = sample(run.model.to(options.device), [prompt_ids(run.tokenizer, prompt) for prompt in prompts],
+                     options.max_new_tokens, options.temperature, options.top_k, options.top_p, options.seed, stop_id,
+                     options.batch_size)
+    return [run.tokenizer.decode(new) for new in samples]
 
 
 def describe(run, given: str) -> dict:
