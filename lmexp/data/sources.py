@@ -312,6 +312,7 @@ class TextFiles:
         self.document = document
         self.split = as_split_spec(split)
         self._train_counts: tuple[int, int] | None = None
+        self._train_docs_up_to: dict[int, int] = {}
 
     def load(self) -> Corpus:
         """The fingerprint (a hash of the files' bytes); the text streams later, from `pieces`."""
@@ -353,12 +354,14 @@ class TextFiles:
     def train_docs_up_to(self, limit: int) -> int:
         """Documents of the train files, counted up to limit + 1: beyond `limit` a split by document
         is drawn document by document, so a big corpus is not read once more just to be counted."""
-        n_docs = 0
-        for _, ends in self.documents("train"):
-            n_docs += ends
-            if n_docs > limit:
-                break
-        return n_docs
+        if self._train_docs_up_to.get(limit) is None:  # pieces() streams once per pass: count once
+            n_docs = 0
+            for _, ends in self.documents("train"):
+                n_docs += ends
+                if n_docs > limit:
+                    break
+            self._train_docs_up_to[limit] = n_docs
+        return self._train_docs_up_to[limit]
 
     def pieces(self) -> Iterator[Piece]:
         spec = self.carve_spec()
