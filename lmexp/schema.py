@@ -293,6 +293,7 @@ IMPL = Schema({  # speed-only settings (conf/impl, lmexp.impl)
                                                  "max-autotune-no-cudagraphs", null=True),
     "fused_optimizer": boolean(), "threads": integer(lo=1, null=True),
     "matmul_precision": choice("highest", "high", "medium"), "peak_flops": number(gt=0, null=True),
+    "keep_freed_memory": boolean(),
 })
 CHECKPOINT = Schema({"every_n_train_steps": integer(lo=1, null=True), "every_n_minutes": number(gt=0, null=True)})
 TRAIN = Schema({

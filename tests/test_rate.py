@@ -65,7 +65,7 @@ def test_a_session_holds_both_runs_samples_as_generate_makes_them(runs, tmp_path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("ROMEO:\n\nFirst Citizen:\nKING HENRY:\n")
     session = tmp_path / "session"
-    # Batches of 2 here, of 64 in generate below: batching does not change a sample.
+    # Batches of 2 here and in generate below: bit-identical samples need the same batch size.
     assert lmexp(["rate", str(runs["char"]), str(runs["byte"]), "--prompts", str(prompts), "--session", str(session),
                   *SAMPLING, "--batch-size", "2"]) == 0
     assert f"rating session: {session} (3 items)" in capsys.readouterr().out
@@ -80,7 +80,8 @@ def test_a_session_holds_both_runs_samples_as_generate_makes_them(runs, tmp_path
 
     # Each run's continuations are exactly what `lmexp generate` prints with the same keys.
     for label, run in [("A", runs["char"]), ("B", runs["byte"])]:
-        assert lmexp(["generate", str(run), "--prompt-file", str(session / "prompts.txt"), *SAMPLING]) == 0
+        assert lmexp(["generate", str(run), "--prompt-file", str(session / "prompts.txt"), *SAMPLING,
+                      "--batch-size", "2"]) == 0
         printed = capsys.readouterr().out.split("\n" + "-" * 15 + "\n")[:-1]
         assert printed == [item["prompt"] + item[label] for item in items]
     assert all(item["A"] != item["B"] for item in items)
@@ -219,8 +220,11 @@ def test_a_report_without_ratings_is_one_line(tmp_path, capsys):
 def test_serve_listens_on_localhost_until_interrupted(tmp_path):
     """The command itself: prints the page's address, answers there, stops cleanly on Ctrl-C."""
     make_session(tmp_path / "s", items=3)
+    # SIG_DFL in the child: a shell's background job (pytest ... &) ignores SIGINT, and Python then
+    # never turns it into KeyboardInterrupt.
     process = subprocess.Popen([sys.executable, "-m", "lmexp.tools.cli", "rate", "--serve", str(tmp_path / "s"),
-                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = process.stdout.readline()
         url = re.search(r"rating page: (http://127\.0\.0\.1:\d+/)", line).group(1)

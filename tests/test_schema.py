@@ -99,7 +99,7 @@ BAD = [
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
     (["+trainer.max_step=3"], "unknown key trainer.max_step; did you mean trainer.max_steps?"),
     (["+trainer.foo=3"], "unknown key trainer.foo (none of the 38 keys of trainer is close)"),
-    (["+impl.foo=3"], "unknown key impl.foo (impl has: compile, compile_mode, fused_optimizer, matmul_precision, peak_flops, threads)"),
+    (["+impl.foo=3"], "unknown key impl.foo (impl has: compile, compile_mode, fused_optimizer, keep_freed_memory, matmul_precision, peak_flops, threads)"),
     (["callbacks.model_checkpoint.mode=maximum"], "callbacks.model_checkpoint.mode='maximum'"),
     (["data.split.val_fraction=0.7", "data.split.test_fraction=0.4"], "val_fraction + test_fraction"),
     (["data.split.by=random"], "data.split.by='random'"),

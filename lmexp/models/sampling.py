@@ -59,8 +59,10 @@ def sample(
     by item in order (`stop_id` included if met).
 
     Items are sampled `batch_size` at a time, one model call per step for the whole batch. Item k
-    draws from its own generator seeded with item_seeds(seed, ...)[k], so its sample is the same
-    whatever else is in the batch: sampling a prompt alone gives what it gives among others.
+    draws from its own generator seeded with item_seeds(seed, ...)[k], so its sample does not depend
+    on what else is in the batch, up to float rounding: batched matmuls may differ in the last bits,
+    which flips a token only where two probabilities (or a draw and a boundary) are that close. Keep
+    batch_size, device and thread count fixed to reproduce samples bit for bit.
     Temperature 0 is greedy decoding. The model reads at most its max_seq_len last tokens (a sliding
     window, as nanoGPT's sample.py). `on_token(item, token)` is called with each new token as it
     comes (e.g. to stream a single item).

@@ -133,8 +133,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                              "seed and its place in the list of samples (default: 1337)")
     parser.add_argument("--stop-at-eos", action="store_true", help="end a sample at the end-of-document token")
     parser.add_argument("--batch-size", type=int, default=64,
-                        help="samples computed at once, one model call per token for all (changes speed and memory, "
-                             "not the samples; default: 64)")
+                        help="samples computed at once, one model call per token for all (default: 64); batching changes "
+                             "logits by float rounding only, so keep it fixed to reproduce samples bit for bit")
 
 
 def check_sampling(options: argparse.Namespace) -> None:
