@@ -122,7 +122,7 @@ def test_speed_settings_leave_the_config_hash_alone():
 
 
 FAULTS_PER_TEN_STEPS = """
-import resource, sys, torch
+import hashlib, resource, sys, torch
 from lmexp.impl import Impl
 from lmexp.models.transformer import Transformer
 Impl(keep_freed_memory=sys.argv[1] == "true").apply_process_settings()
@@ -140,7 +140,9 @@ for _ in range(3):
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
     step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+print(faults, hashlib.sha256(weights.numpy().tobytes()).hexdigest())
 """
 
 
@@ -148,15 +150,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_keep_freed_memory_stops_steps_page_faulting_their_buffers_in_again():
     """A CPU step at nanoGPT's shape (12x64 tokens, 4096-token vocabulary): with glibc's own malloc
     thresholds each step faults thousands of pages in again (measured 31k-408k in 10 steps); with
-    impl.keep_freed_memory, the default, it reuses what the last step freed (0.7k-3.8k). malloc's
-    settings are process-wide, so each side runs in a fresh process."""
-    def faults(keep: bool) -> int:
+    impl.keep_freed_memory, the default, it reuses what the last step freed (0.7k-3.8k), and trains
+    bitwise the same weights. malloc's settings are process-wide, so each side runs in a fresh process."""
+    def faults_and_weights(keep: bool) -> tuple[int, str]:
         run = subprocess.run([sys.executable, "-c", FAULTS_PER_TEN_STEPS, str(keep).lower()],
                              capture_output=True, text=True, check=True)
-        return int(run.stdout.split()[-1])
+        faults, weights = run.stdout.split()[-2:]
+        return int(faults), weights
 
-    kept, default = faults(True), faults(False)
+    (kept, kept_weights), (default, default_weights) = faults_and_weights(True), faults_and_weights(False)
     assert kept * 4 < default, (kept, default)
+    assert kept_weights == default_weights
 
 
 def test_cpu_isa_probe_runs_once_per_machine_then_is_reused(tmp_path, monkeypatch):
