@@ -205,6 +205,103 @@ def test_random_windows_start_anywhere_and_are_seeded():
     assert list(sampler) != first
 
 
+def test_blocks_make_the_shards_their_texts_make_one_at_a_time(monkeypatch):
+    """Blocks of texts are joined and cut into shards exactly as the same texts were one by one."""
+    from lmexp.data import token_store
+
+    monkeypatch.setattr(token_store, "MAX_TEXT_CHARS", 40)
+    rng = np.random.default_rng(0)
+    texts = ["" if rng.random() < 0.05 else f"<{i}>" + "x" * int(rng.integers(30)) for i in range(3000)]
+    pieces = [(str(rng.choice(["train", "validation"])), text, bool(rng.random() < 0.7)) for text in texts]
+    blocks = []  # pieces of one split in a row, a block closed after an unended one or at random
+    for split, text, ends in pieces:
+        if blocks and blocks[-1][0] == split and blocks[-1][2] and rng.random() < 0.8:
+            blocks[-1] = (split, [*blocks[-1][1], text], ends)
+        else:
+            blocks.append((split, [text], ends))
+    assert max(len(texts) for _, texts, _ in blocks) > 5
+
+    cutter = token_store.ShardCutter(200)
+    shards = [*(shard for block in token_store.joined(blocks) for shard in cutter.add(*block)), *cutter.finish()]
+    reference = reference_shards(reference_joined(pieces), 200)
+    assert [(s.split, s.number, s.texts, s.continues) for s in shards] == reference
+    assert len(reference) > 20 and any(continues for *_, continues in reference)
+
+
+def reference_joined(pieces):
+    """What token_store.joined did one piece at a time: each document's pieces joined, at most
+    ~MAX_TEXT_CHARS at a time."""
+    from lmexp.data import token_store
+
+    parts, chars = {}, {}
+    for split, text, ends in pieces:
+        if ends and not parts.get(split):
+            yield split, text, True
+            continue
+        parts.setdefault(split, []).append(text)
+        chars[split] = chars.get(split, 0) + len(text)
+        if ends or chars[split] >= token_store.MAX_TEXT_CHARS:
+            yield split, "".join(parts.pop(split)), ends
+            chars[split] = 0
+    for split, rest in parts.items():
+        yield split, "".join(rest), True
+
+
+def reference_shards(texts, shard_chars):
+    """What ShardCutter did one text at a time: each split's shard ends with the text that brings it
+    to shard_chars; (split, number, texts, the indices of the texts that do not end a document)."""
+    shards, current = [], {}
+    for split, text, ends in texts:
+        if split not in current:
+            current[split] = {"split": split, "number": sum(s["split"] == split for s in shards),
+                              "texts": [], "continues": [], "chars": 0}
+        shard = current[split]
+        if not ends:
+            shard["continues"].append(len(shard["texts"]))
+        shard["texts"].append(text)
+        shard["chars"] += len(text)
+        if shard["chars"] >= shard_chars:
+            shards.append(current.pop(split))
+    return [(s["split"], s["number"], s["texts"], s["continues"]) for s in [*shards, *current.values()]]
+
+
+def test_a_block_of_documents_goes_to_the_splits_its_documents_are_drawn_into():
+    from lmexp.data.sources import block_pieces, split_by_document
+
+    documents = [(["a", "b", "c1"], False), (["c2"], False), (["c3", "d"], True), (["e", "f1"], False), (["f2"], True)]
+    names = iter(["train", "test", "validation", "train", "test", "validation"])  # of a, b, c, d, e, f
+    by_split = {}
+    for split, text, ends in block_pieces(split_by_document(documents, names)):
+        by_split.setdefault(split, []).append((text, ends))
+    assert by_split == {"train": [("a", True), ("d", True)], "test": [("b", True), ("e", True)],
+                        "validation": [("c1", False), ("c2", False), ("c3", True), ("f1", False), ("f2", True)]}
+
+
+def test_a_line_store_is_the_lines_one_by_one(tmp_path):
+    """Every non-blank line (splitlines' breaks, blank and bad bytes included) tokenized and ended
+    by EOS, cut into shards after the line that fills one: the store a line-by-line build makes."""
+    lines = [f"line {i} " + "word " * (i % 23) for i in range(2000)]
+    text = "\n".join(line if i % 7 else f"{line}\n  \n\x0cform\u2028feed" for i, line in enumerate(lines))
+    (tmp_path / "a.txt").write_bytes(text.encode() + b"\r\nbad \xff byte\r\n")
+    (tmp_path / "b.txt").write_text("\n\n" + text[:20_000])
+    source = TextFiles(train_files=str(tmp_path / "*.txt"), document="line",
+                       split={"val_fraction": 0.0, "test_fraction": 0.0})
+    dm = LMDataModule(source, BYTE, block_size=8, batch_size=2, cache_dir=str(tmp_path / "cache"), shard_chars=5000)
+    dm.prepare()
+    expected, shard, chars = [], [], 0
+    for name in ("a.txt", "b.txt"):
+        for line in (tmp_path / name).read_bytes().decode("utf-8", errors="replace").splitlines():
+            if line.strip():
+                shard += [*dm.tokenizer(line, add_special_tokens=False)["input_ids"], dm.tokenizer.eos_token_id]
+                chars += len(line)
+                if chars >= 5000:
+                    expected.append(shard)
+                    shard, chars = [], 0
+    expected.append(shard)
+    store = Path(dm.preprocessing_info["store"])
+    assert [np.load(path).tolist() for path in sorted(store.glob("train-*.npy"))] == expected
+
+
 def test_shards_and_processes_do_not_change_the_store(tmp_path, small_corpus):
     """num_proc=2 over many tiny shards gives the blocks one process gives over one shard."""
     source = TextFiles(train_files=f"{small_corpus}/*.txt", document="line")

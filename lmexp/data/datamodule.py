@@ -47,8 +47,10 @@ def tokenizer_texts(corpus: Corpus, train_bytes: int | None) -> Iterator[str]:
     corpus's train text), so the sample spans the whole corpus (build_tokenizer stops at train_bytes)."""
     rate = min(1.0, train_bytes / corpus.train_chars) if train_bytes and corpus.train_chars else 1.0
     credit = 1.0 if rate >= 1.0 else random.Random(0).random()
-    for split, text, _ in joined(corpus.pieces()):
-        if split == "train":
+    for split, texts, _ in joined(corpus.blocks()):
+        if split != "train":
+            continue
+        for text in texts:
             credit += rate
             if credit >= 1.0:
                 credit -= 1.0
@@ -193,7 +195,7 @@ class LMDataModule(TokenizedDataModule):
     def build_into(self, corpus: Corpus, tokenizer_cfg: dict, directory: Path) -> None:
         tokenizer, text_bytes = self.make_tokenizer(corpus, tokenizer_cfg, directory)
         dtype = smallest_dtype(len(tokenizer))
-        shards = write_shards(corpus.pieces(), tokenizer, directory, dtype, self.shard_chars, self.num_proc)
+        shards = write_shards(corpus.blocks(), tokenizer, directory, dtype, self.shard_chars, self.num_proc)
         write_index(directory, shards, dtype, {"fingerprint": self.fingerprint, "tokenizer_text_bytes": text_bytes})
 
     def make_tokenizer(self, corpus: Corpus, tokenizer_cfg: dict, directory: Path):

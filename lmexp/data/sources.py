@@ -2,7 +2,7 @@
 
 Every source is a small class built by Hydra (`_target_`) whose `load()` returns a `Corpus`: a
 fingerprint of the content that keys the preprocessing cache and goes into the run record, and
-the splits `train` / `validation` / `test`, either streamed as pieces of text (local files,
+the splits `train` / `validation` / `test`, either streamed as blocks of text (local files,
 streamed hub sets) or as a `datasets.DatasetDict` with a `text` column (and `label` for
 labelled data).
 """
@@ -37,6 +37,13 @@ SPLITS = ("train", "validation", "test")
 # A piece of streamed text: (split, text, whether it ends its document). A document may come in
 # several pieces (a big file read in chunks, the slices of a position split).
 Piece = tuple[str, str, bool]
+# Streamed text as it is handed on: (split, texts, ends): texts of one split in order, each ending
+# its document except the last, which ends it if `ends`; the first may end a document an earlier
+# block left unended. Many documents at a time (all the lines of a chunk of a file), so that the
+# per-document work is done by C loops (str.splitlines, list slices), not Python ones.
+Block = tuple[str, list[str], bool]
+# Documents without their split: (texts, ends), as in a Block.
+Documents = tuple[list[str], bool]
 # Files are read this many bytes at a time, so no file is ever held whole.
 READ_CHUNK = 2**23
 # Up to this many documents, a split by document is the exact seeded shuffle it always was; beyond,
@@ -48,31 +55,45 @@ REMEMBER_FINGERPRINT_BYTES = 2**28
 
 @dataclass
 class Corpus:
-    """The text of a data set. LM data streams it (`pieces()`): from `stream` when the source
+    """The text of a data set. LM data streams it (`blocks()`): from `stream` when the source
     streams, else from the `splits` datasets; classification reads `splits` as a whole."""
 
     splits: DatasetDict | None = None
     fingerprint: str = ""
     # Where each split came from, for the run record (e.g. {"test": "dev.tsv"}); empty if not said.
     origins: dict[str, str] = field(default_factory=dict)
-    stream: Callable[[], Iterator[Piece]] | None = None
+    stream: Callable[[], Iterator[Block]] | None = None
     # About how many characters of train text there are, if known without reading them (the
     # tokenizer's sample rate); None: unknown.
     train_chars: int | None = None
 
-    def pieces(self) -> Iterator[Piece]:
+    def blocks(self) -> Iterator[Block]:
         if self.stream is not None:
             return self.stream()
-        return dataset_pieces(self.splits.items())
+        return dataset_blocks(self.splits.items())
+
+    def pieces(self) -> Iterator[Piece]:
+        return block_pieces(self.blocks())
 
 
-def dataset_pieces(splits: Iterable[tuple[str, Any]]) -> Iterator[Piece]:
+def block_pieces(blocks: Iterable[Block]) -> Iterator[Piece]:
+    """The texts of blocks one at a time."""
+    for split, texts, ends in blocks:
+        last = len(texts) - 1
+        for i, text in enumerate(texts):
+            yield split, text, ends or i < last
+
+
+def non_blank(texts: Iterable[str | None]) -> list[str]:
+    return [text for text in texts if text and text.strip()]
+
+
+def dataset_blocks(splits: Iterable[tuple[str, Any]]) -> Iterator[Block]:
     """The non-blank texts of datasets (in memory, on disk or streamed), a batch at a time."""
     for name, dataset in splits:
         for batch in dataset.iter(batch_size=1000):
-            for text in batch["text"]:
-                if text and text.strip():
-                    yield name, text, True
+            if texts := non_blank(batch["text"]):
+                yield name, texts, True
 
 
 @dataclass
@@ -156,14 +177,13 @@ def file_texts(path: Path) -> Iterator[str]:
             carry = text[cut:]
 
 
-def file_documents(path: Path, document: str) -> Iterator[tuple[str, bool]]:
-    """A file's documents as (text, ends_document): each non-blank line, or the whole file (in
+def file_documents(path: Path, document: str) -> Iterator[Documents]:
+    """A file's documents: each non-blank line (those of a chunk at once), or the whole file (in
     pieces, the last ending it) unless it is blank."""
     if document == "line":
         for chunk in file_texts(path):
-            for line in chunk.splitlines():
-                if line.strip():
-                    yield line, True
+            if lines := list(filter(str.strip, chunk.splitlines())):
+                yield lines, True
         return
     held: list[str] = []  # leading blank pieces (kept: they are part of the text), then the latest
     blank = True
@@ -172,10 +192,10 @@ def file_documents(path: Path, document: str) -> Iterator[tuple[str, bool]]:
         held.append(text)
         if not blank:
             for earlier in held[:-1]:
-                yield earlier, False
+                yield [earlier], False
             del held[:-1]
     if not blank:
-        yield held[-1], True
+        yield [held[-1]], True
 
 
 def document_splits(n_docs: int | None, spec: SplitSpec) -> Iterator[str]:
@@ -203,25 +223,32 @@ def document_splits(n_docs: int | None, spec: SplitSpec) -> Iterator[str]:
 
 
 def drawn_splits(spec: SplitSpec) -> Iterator[str]:
-    """Each document drawn into validation, test or train on its own, with a seeded generator."""
+    """Each document drawn into validation, test or train on its own, with a seeded generator:
+    u < val_fraction is validation, else u < val_fraction + test_fraction test, else train."""
     rng = np.random.default_rng(spec.seed)
-    val, held = spec.val_fraction, spec.val_fraction + spec.test_fraction
+    bounds = [spec.val_fraction, spec.val_fraction + spec.test_fraction]
+    names = np.array(["validation", "test", "train"], dtype=object)
     while True:
-        for u in rng.random(2**16).tolist():
-            yield "validation" if u < val else "test" if u < held else "train"
+        yield from names[np.searchsorted(bounds, rng.random(2**16), side="right")].tolist()
 
 
-def split_by_document(documents: Iterator[tuple[str, bool]], names: Iterator[str]) -> Iterator[Piece]:
-    name = None
-    for text, ends in documents:
-        name = name or next(names)
-        yield name, text, ends
-        if ends:
-            name = None
+def split_by_document(documents: Iterable[Documents], names: Iterator[str]) -> Iterator[Block]:
+    """Each document (all its pieces) into the split `names` gives it, in order: a block of
+    documents becomes a block per split."""
+    unended = None  # the split of a document whose first pieces came in an earlier block
+    for texts, ends in documents:
+        starting = len(texts) - (unended is not None)  # documents that begin in this block
+        splits = list(itertools.islice(names, starting))
+        if unended is not None:
+            splits.insert(0, unended)
+        for name in dict.fromkeys(splits):  # each split once, in order of appearance
+            mine = list(itertools.compress(texts, map(name.__eq__, splits)))
+            yield name, mine, ends or name != splits[-1]
+        unended = None if ends else splits[-1]
 
 
-def split_by_position(documents: Iterator[tuple[str, bool]], n_docs: int, n_chars: int,
-                      spec: SplitSpec) -> Iterator[Piece]:
+def split_by_position(documents: Iterable[Documents], n_docs: int, n_chars: int,
+                      spec: SplitSpec) -> Iterator[Block]:
     """Slices of the train documents joined by blank lines: train, then validation, then test (each
     one document), streamed."""
     total = n_chars + 2 * (n_docs - 1)
@@ -231,11 +258,13 @@ def split_by_position(documents: Iterator[tuple[str, bool]], n_docs: int, n_char
 
     def segments() -> Iterator[str]:
         done = 0
-        for text, ends in documents:
-            yield text
-            done += ends
-            if ends and done < n_docs:
-                yield "\n\n"
+        for texts, ends in documents:
+            for i, text in enumerate(texts):
+                yield text
+                if ends or i < len(texts) - 1:
+                    done += 1
+                    if done < n_docs:
+                        yield "\n\n"
 
     position = 0
     for segment in segments():
@@ -243,21 +272,21 @@ def split_by_position(documents: Iterator[tuple[str, bool]], n_docs: int, n_char
         for name, lo, hi in parts:
             first, last = max(lo, position), min(hi, end)
             if first < last:
-                yield name, segment[first - position: last - position], last == hi
+                yield name, [segment[first - position: last - position]], last == hi
         position = end
 
 
 def split_documents(docs: list[str], spec: SplitSpec) -> dict[str, list[str]]:
     """Carve validation and test out of documents held in memory (see SplitSpec), exactly as a text
     files source does: a helper for sources of your own."""
-    documents = iter([(doc, True) for doc in docs])
+    documents = [(docs, True)]
     if spec.by == "position":
-        pieces = split_by_position(documents, len(docs), sum(map(len, docs)), spec)
+        blocks = split_by_position(documents, len(docs), sum(map(len, docs)), spec)
     else:
-        pieces = split_by_document(documents, document_splits(len(docs), spec))
+        blocks = split_by_document(documents, document_splits(len(docs), spec))
     parts: dict[str, list[str]] = {}
     unended: dict[str, list[str]] = {}
-    for name, text, ends in pieces:
+    for name, text, ends in block_pieces(blocks):
         unended.setdefault(name, []).append(text)
         if ends:
             parts.setdefault(name, []).append("".join(unended.pop(name)))
@@ -319,7 +348,7 @@ class TextFiles:
         fingerprint = files_fingerprint([path for files in self.files.values() for path in files],
                                         f"{self.document}|{self.split}")
         size = sum(path.stat().st_size for path in self.files["train"])
-        return Corpus(fingerprint=fingerprint, stream=self.pieces,
+        return Corpus(fingerprint=fingerprint, stream=self.blocks,
                       train_chars=int(size * (1 - held_out(self.carve_spec()))))
 
     def carve_spec(self) -> SplitSpec:
@@ -331,13 +360,13 @@ class TextFiles:
             seed=self.split.seed,
         )
 
-    def documents(self, name: str) -> Iterator[tuple[str, bool]]:
+    def documents(self, name: str) -> Iterator[Documents]:
         """The documents of the files of split `name`, streamed; a split without text is an error."""
         empty = True
         for path in self.files[name]:
-            for text, ends in file_documents(path, self.document):
+            for documents in file_documents(path, self.document):
                 empty = False
-                yield text, ends
+                yield documents
         if empty:
             raise ConfigError(f"{self.KEYS[name]}: the files {[str(f) for f in self.files[name]][:3]} contain no text")
 
@@ -345,25 +374,25 @@ class TextFiles:
         """Documents and characters of the train files: one pass, before the split can stream."""
         if self._train_counts is None:
             n_docs = n_chars = 0
-            for text, ends in self.documents("train"):
-                n_docs += ends
-                n_chars += len(text)
+            for texts, ends in self.documents("train"):
+                n_docs += len(texts) - (not ends)
+                n_chars += sum(map(len, texts))
             self._train_counts = n_docs, n_chars
         return self._train_counts
 
     def train_docs_up_to(self, limit: int) -> int:
         """Documents of the train files, counted up to limit + 1: beyond `limit` a split by document
         is drawn document by document, so a big corpus is not read once more just to be counted."""
-        if self._train_docs_up_to.get(limit) is None:  # pieces() streams once per pass: count once
+        if self._train_docs_up_to.get(limit) is None:  # blocks() streams once per pass: count once
             n_docs = 0
-            for _, ends in self.documents("train"):
-                n_docs += ends
+            for texts, ends in self.documents("train"):
+                n_docs += len(texts) - (not ends)
                 if n_docs > limit:
                     break
-            self._train_docs_up_to[limit] = n_docs
+            self._train_docs_up_to[limit] = min(n_docs, limit + 1)
         return self._train_docs_up_to[limit]
 
-    def pieces(self) -> Iterator[Piece]:
+    def blocks(self) -> Iterator[Block]:
         spec = self.carve_spec()
         held_out(spec)
         if not self.files["train"]:
@@ -375,7 +404,7 @@ class TextFiles:
             yield from split_by_document(self.documents("train"), document_splits(n_docs, spec))
         for name in ("validation", "test"):
             if self.files[name]:
-                yield from ((name, text, ends) for text, ends in self.documents(name))
+                yield from ((name, texts, ends) for texts, ends in self.documents(name))
 
 
 def python_stdlib_files() -> list[str]:
@@ -491,21 +520,25 @@ class HubDataset:
             for path in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)):
                 stat = os.stat(path)
                 hasher.update(f"{pattern}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return Corpus(fingerprint=hasher.hexdigest()[:16], stream=lambda: self.streamed_pieces(present))
+        return Corpus(fingerprint=hasher.hexdigest()[:16], stream=lambda: self.streamed_blocks(present))
 
-    def streamed_pieces(self, present: dict[str, Any]) -> Iterator[Piece]:
+    def streamed_blocks(self, present: dict[str, Any]) -> Iterator[Block]:
         carve = SplitSpec(val_fraction=0.0 if "validation" in present else self.split.val_fraction,
                           test_fraction=0.0 if "test" in present else self.split.test_fraction,
                           seed=self.split.seed)
         names = document_splits(None, carve)
         for ours, dataset in present.items():
-            for batch in dataset.iter(batch_size=1000):
-                if self.text_column not in batch:
-                    raise ConfigError(f"data.text_column={self.text_column} is not a column of {self.path} "
-                                      f"split '{self.split_names[ours]}' (columns: {list(batch)})")
-                for text in batch[self.text_column]:
-                    if text and text.strip():
-                        yield (next(names) if ours == "train" else ours), text, True
+            documents = ((texts, True) for texts in self.streamed_texts(ours, dataset))
+            yield from split_by_document(documents, names if ours == "train" else itertools.repeat(ours))
+
+    def streamed_texts(self, ours: str, dataset: Any) -> Iterator[list[str]]:
+        """The non-blank texts of a streamed split, a batch at a time."""
+        for batch in dataset.iter(batch_size=1000):
+            if self.text_column not in batch:
+                raise ConfigError(f"data.text_column={self.text_column} is not a column of {self.path} "
+                                  f"split '{self.split_names[ours]}' (columns: {list(batch)})")
+            if texts := non_blank(batch[self.text_column]):
+                yield texts
 
 
 class WikiText:

@@ -18,6 +18,7 @@ build that was killed goes on where it stopped and ends with the same bytes.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import itertools
 import json
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmexp.data.sources import Block
 from lmexp.errors import cannot_write
 
 INDEX = "index.json"
@@ -59,43 +61,58 @@ def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.npy"
 
 
-def joined(pieces: Iterable[tuple[str, str, bool]]) -> Iterator[tuple[str, str, bool]]:
-    """The pieces of each document joined, at most ~MAX_TEXT_CHARS at a time: (split, text, ends)."""
-    parts: dict[str, list[str]] = collections.defaultdict(list)
+def joined(blocks: Iterable[Block]) -> Iterator[Block]:
+    """The blocks with the pieces of each document joined, at most ~MAX_TEXT_CHARS at a time: every
+    text but the last of a block is a whole document, and so is the last when the block ends it."""
+    parts: dict[str, list[str]] = collections.defaultdict(list)  # each split's unended document
     chars: dict[str, int] = collections.defaultdict(int)
-    for split, text, ends in pieces:
-        if ends and not parts[split]:  # a whole document (most are)
-            yield split, text, True
-            continue
-        parts[split].append(text)
-        chars[split] += len(text)
-        if ends or chars[split] >= MAX_TEXT_CHARS:
-            yield split, "".join(parts[split]), ends
+    for split, texts, ends in blocks:
+        whole = texts if ends else texts[:-1]  # the texts that end their documents (most)
+        if whole and parts[split]:  # the first ends the document earlier blocks began
+            whole = ["".join([*parts[split], whole[0]]), *whole[1:]]
             parts[split], chars[split] = [], 0
+        if whole:
+            yield split, whole, True
+        if not ends:
+            parts[split].append(texts[-1])
+            chars[split] += len(texts[-1])
+            if chars[split] >= MAX_TEXT_CHARS:
+                yield split, ["".join(parts[split])], False
+                parts[split], chars[split] = [], 0
     for split, rest in parts.items():
         if rest:  # a source always ends its documents; end an unended one here
-            yield split, "".join(rest), True
+            yield split, ["".join(rest)], True
 
 
 class ShardCutter:
-    """Cuts a stream of texts (split, text, ends_document) into shards of ~shard_chars per split."""
+    """Cuts a stream of blocks into shards of ~shard_chars per split: a shard ends with the text
+    that brings it to shard_chars or more."""
 
     def __init__(self, shard_chars: int) -> None:
         self.shard_chars = shard_chars
         self.open: dict[str, Shard] = {}
         self.count: dict[str, int] = collections.defaultdict(int)
 
-    def add(self, split: str, text: str, ends: bool) -> Iterator[Shard]:
-        shard = self.open.get(split)
-        if shard is None:
-            shard = self.open[split] = Shard(split, self.count[split])
-            self.count[split] += 1
-        if not ends:
-            shard.continues.append(len(shard.texts))
-        shard.texts.append(text)
-        shard.chars += len(text)
-        if shard.chars >= self.shard_chars:
-            yield self.open.pop(split)
+    def add(self, split: str, texts: list[str], ends: bool) -> Iterator[Shard]:
+        """The shards the block's texts fill (all but the last ending its document, the last if `ends`)."""
+        upto = list(itertools.accumulate(map(len, texts)))  # characters of texts[:i + 1]
+        start = 0
+        while start < len(texts):
+            shard = self.open.get(split)
+            if shard is None:
+                shard = self.open[split] = Shard(split, self.count[split])
+                self.count[split] += 1
+            before = upto[start - 1] if start else 0
+            # The first text at which the shard reaches shard_chars, if one of the block does.
+            stop = bisect.bisect_left(upto, self.shard_chars - shard.chars + before, lo=start) + 1
+            stop = min(stop, len(texts))
+            if stop == len(texts) and not ends:
+                shard.continues.append(len(shard.texts) + stop - 1 - start)
+            shard.texts.extend(texts[start:stop])
+            shard.chars += upto[stop - 1] - before
+            if shard.chars >= self.shard_chars:
+                yield self.open.pop(split)
+            start = stop
 
     def finish(self) -> Iterator[Shard]:
         for split in list(self.open):
@@ -161,9 +178,9 @@ def _tokenize_and_write(shard: Shard) -> None:
                 f"token shard {shard_name(shard.split, shard.number)}")
 
 
-def write_shards(pieces: Iterable[tuple[str, str, bool]], tokenizer, directory: Path, dtype: np.dtype,
+def write_shards(blocks: Iterable[Block], tokenizer, directory: Path, dtype: np.dtype,
                  shard_chars: int, num_proc: int | None) -> dict[str, list[str]]:
-    """Tokenize the streamed pieces into shard files under `directory` (those already there are
+    """Tokenize the streamed blocks into shard files under `directory` (those already there are
     kept); returns each split's shard file names in order."""
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
@@ -179,8 +196,8 @@ def write_shards(pieces: Iterable[tuple[str, str, bool]], tokenizer, directory: 
                 yield shard
 
     def all_shards() -> Iterator[Shard]:
-        for split, text, ends in joined(pieces):
-            yield from todo(cutter.add(split, text, ends))
+        for split, texts, ends in joined(blocks):
+            yield from todo(cutter.add(split, texts, ends))
         yield from todo(cutter.finish())
 
     if not num_proc or num_proc <= 1:

@@ -57,7 +57,8 @@ def default_prompts(run, name: str, count: int, seed: int) -> list[str]:
     from lmexp.data.token_store import joined
 
     corpus = instantiate_or_explain(run.config.data.source, "data.source").load()
-    texts = (text for split, text, _ in joined(corpus.pieces()) if split == "validation")  # streamed, as training reads it
+    texts = (text for split, block, _ in joined(corpus.blocks()) if split == "validation"
+             for text in block)  # streamed, as training reads it
     low, high = PROMPT_CHARS
     lines = sorted({line.rstrip() for text in texts for line in text.splitlines()
                     if len(line.strip()) >= low and len(line.rstrip()) <= high})
