@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before each measurement")
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds of both loops")
     parser.add_argument("--compile", action="store_true", help="impl.compile=true for both")
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="impl.keep_freed_memory for both (--no-keep-freed-memory: glibc's own malloc thresholds)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--max-files", type=int, default=120, help="stdlib files to tokenize")
@@ -62,7 +64,7 @@ def main() -> None:
     make_optimizer = partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     make_scheduler = partial(cosine_schedule, warmup_steps=30, min_lr_ratio=0.1)
     tokens = args.steps * args.batch_size * args.block_size
-    impl = Impl(compile=args.compile)
+    impl = Impl(compile=args.compile, keep_freed_memory=args.keep_freed_memory)
     impl.apply_process_settings()
 
     def hand_written() -> float:
