@@ -182,7 +182,7 @@ def file_documents(path: Path, document: str) -> Iterator[Documents]:
     pieces, the last ending it) unless it is blank."""
     if document == "line":
         for chunk in file_texts(path):
-            if lines := list(filter(str.strip, chunk.splitlines())):
+            if lines := non_blank(chunk.splitlines()):
                 yield lines, True
         return
     held: list[str] = []  # leading blank pieces (kept: they are part of the text), then the latest
@@ -383,7 +383,7 @@ class TextFiles:
     def train_docs_up_to(self, limit: int) -> int:
         """Documents of the train files, counted up to limit + 1: beyond `limit` a split by document
         is drawn document by document, so a big corpus is not read once more just to be counted."""
-        if self._train_docs_up_to.get(limit) is None:  # blocks() streams once per pass: count once
+        if limit not in self._train_docs_up_to:  # blocks() streams once per pass: count once
             n_docs = 0
             for texts, ends in self.documents("train"):
                 n_docs += len(texts) - (not ends)
